@@ -1,0 +1,143 @@
+"""Requests on the cache as a whole, and the label extensions.
+
+How this works: like ``items``, one function per request kind, called in
+the batch's transaction with an ``Op``. Cache-wide requests check a
+``kv_cache`` permission on the cache object (its context is the daemon's
+own on an SELinux host, the configured cache context elsewhere); the
+label extensions check ``kv_item`` permissions on the item.
+"""
+
+from __future__ import annotations
+
+from ..protocol import events as ev
+from ..protocol.events import Status
+from ..storage import Record
+from .items import live
+
+
+def flush_all(op, request: ev.FlushAll):
+    """flush_all [delay]: kv_cache:flush, then every item the client may remove."""
+    op.access.require_cache(op.session, "flush")      # kv_cache:flush
+    op.counters["cmd_flush"] += 1
+    if request.delay > 0:
+        op.engine.schedule_flush(op.session, op.now + request.delay)
+        return Status.OK
+    flush_items(op)
+    return Status.OK
+
+
+def flush_items(op) -> int:
+    """Remove every item the client may ``remove``; the count removed."""
+    removed = 0
+    for key, record in list(op.txn.scan()):
+        # kv_item:remove, per item: flush_all never removes what it may not.
+        if record.expired(op.now) or op.allowed(record, "remove", key,
+                                                audit=False):
+            op.txn.delete(key, record)
+            removed += 1
+    return removed
+
+
+def stats(op, request: ev.Stats):
+    """stats [group]: kv_cache:getattr (``stats reset``: kv_cache:setattr)."""
+    if request.group == "reset":
+        op.access.require_cache(op.session, "setattr")    # kv_cache:setattr
+        op.engine.reset_counters()
+        return Status.RESET
+    op.access.require_cache(op.session, "getattr")        # kv_cache:getattr
+    return ev.StatsReply(op.engine.stats_rows(request.group, op))
+
+
+def version(op, request: ev.Version):
+    return ev.VersionReply(op.engine.version)
+
+
+def verbosity(op, request: ev.Verbosity):
+    """verbosity N: kv_cache:setattr."""
+    op.access.require_cache(op.session, "setattr")        # kv_cache:setattr
+    op.engine.verbosity = request.level
+    return Status.OK
+
+
+def noop(op, request: ev.Noop):
+    return Status.NOOP
+
+
+def quit_(op, request: ev.Quit):
+    return ev.Close()
+
+
+def shutdown(op, request: ev.Shutdown):
+    """shutdown: only with the server's -A, and kv_cache:setattr."""
+    if not op.engine.shutdown_enabled:
+        return ev.ClientError("shutdown not enabled")
+    op.access.require_cache(op.session, "setattr")        # kv_cache:setattr
+    op.engine.shutdown_requested = True
+    return Status.OK
+
+
+def metadump(op, request: ev.MetaDump):
+    """lru_crawler metadump: keys the client may getattr, in key order."""
+    items = []
+    for key, record in op.txn.scan(request.prefix):
+        # kv_item:getattr per key; hidden keys are simply not listed.
+        if record.expired(op.now) or not op.allowed(record, "getattr", key,
+                                                    audit=False):
+            continue
+        items.append(ev.Item(key, record.flags, None, record.cas,
+                             record.exptime, len(record.value)))
+    return ev.KeyList(items, op.now)
+
+
+def relabel(op, request: ev.Relabel):
+    """relabel KEY CONTEXT: {setattr relabelfrom} on old, relabelto on new."""
+    record = live(op, request.key)
+    if record is None:
+        return Status.NOT_FOUND
+    new_label = op.access.valid_context(request.context)
+    op.require(record, "setattr", request.key)        # kv_item:setattr
+    op.require(record, "relabelfrom", request.key)    # kv_item:relabelfrom
+    # kv_item:relabelto on the new label.
+    op.access.require_label(op.session, new_label, "relabelto", request.key)
+    label_id = op.txn.label_id(new_label.encode())
+    op.txn.put(request.key, Record(label_id, record.flags, record.exptime,
+                                   record.mtime, 0, bytes(record.value)),
+               record)
+    return Status.RELABELED
+
+
+def getlabel(op, request: ev.GetLabel):
+    """getlabel KEY: kv_item:getattr; a denial is a miss."""
+    record = live(op, request.key)
+    if record is None or not op.allowed(record, "getattr", request.key):
+        return Status.NOT_FOUND
+    return ev.Label(op.access.label_of(op.txn, record))
+
+
+def createlabel(op, request: ev.CreateLabel):
+    """createlabel CONTEXT|default: the label of this connection's new items."""
+    if request.context is None:
+        op.session.createlabel = None
+    else:
+        op.session.createlabel = op.access.valid_context(request.context)
+    return Status.OK
+
+
+def whoami(op, request: ev.WhoAmI):
+    return ev.Label(op.session.scontext)
+
+
+HANDLERS = {
+    ev.FlushAll: flush_all,
+    ev.Stats: stats,
+    ev.Version: version,
+    ev.Verbosity: verbosity,
+    ev.Noop: noop,
+    ev.Quit: quit_,
+    ev.Shutdown: shutdown,
+    ev.MetaDump: metadump,
+    ev.Relabel: relabel,
+    ev.GetLabel: getlabel,
+    ev.CreateLabel: createlabel,
+    ev.WhoAmI: whoami,
+}

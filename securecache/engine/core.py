@@ -1,0 +1,265 @@
+"""The object manager: every request of every protocol goes through here.
+
+How this works: the server hands ``Engine.execute`` a batch of (session,
+request) pairs, the requests that arrived together. The batch runs in ONE
+LMDB transaction (a write transaction if any request writes): each request
+is dispatched from a table to its handler (``items``, ``cache``), which
+checks permissions and acts inside that transaction. The transaction
+commits before any reply leaves (group commit; with fsync durability a
+STORED means "on disk").
+
+Errors become replies in exactly one place each: an ``AccessDenied`` from a
+handler becomes ``Denied`` in ``_run``; storage failures (LMDB errors) abort
+the batch and become ``ServerError`` in ``execute``. A full map is not a
+failure: expired items are reclaimed, then each request runs alone, and
+the oldest-written items are evicted to make room (or, with evictions off,
+the request that does not fit gets memcached's out-of-memory error).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections import Counter
+
+import lmdb
+
+from ..protocol import events as ev
+from ..storage import Record, Storage, Txn
+from . import cache, items
+from .access import Access, AccessDenied, InvalidLabel, Session
+
+HANDLERS = {**items.HANDLERS, **cache.HANDLERS}
+WRITES = frozenset((ev.Store, ev.Delete, ev.Arith, ev.Touch, ev.FlushAll,
+                    ev.Relabel))
+SWEEP_BATCH = 1000
+EVICT_BATCH = 64
+EVICT_ROUNDS = 64
+
+
+class Op:
+    """What a handler needs: the transaction, the client, the time, checks."""
+
+    __slots__ = ("engine", "txn", "session", "now", "access", "counters",
+                 "max_item_size")
+
+    def __init__(self, engine: "Engine", txn: Txn, session: Session,
+                 now: int) -> None:
+        self.engine = engine
+        self.txn = txn
+        self.session = session
+        self.now = now
+        self.access = engine.access
+        self.counters = engine.counters
+        self.max_item_size = engine.max_item_size
+
+    def allowed(self, record: Record, perm: str, key: bytes,
+                audit: bool = True) -> bool:
+        return self.access.allowed(self.session, self.txn, record, perm, key,
+                                   audit=audit)
+
+    def require(self, record: Record, perm: str, key: bytes) -> None:
+        self.access.require(self.session, self.txn, record, perm, key)
+
+    def expired(self, key: bytes, record: Record) -> None:
+        """An expired item was met: remove it now or at the next tick."""
+        if self.txn.write:
+            self.txn.delete(key, record)
+            self.counters["reclaimed"] += 1
+        else:
+            self.engine.lazy_expired.add(key)
+
+    def count(self, name: str, hit: bool) -> None:
+        self.counters[f"{name}_{'hits' if hit else 'misses'}"] += 1
+
+
+class Engine:
+    """Runs batches of requests against one storage and one security server."""
+
+    def __init__(self, storage: Storage, mac, *, max_item_size: int = 1 << 20,
+                 evictions: bool = True, version: str = "1.6.18",
+                 shutdown_enabled: bool = False, clock=time.time) -> None:
+        self.storage = storage
+        self.mac = mac
+        self.access = Access(mac)
+        self.max_item_size = max_item_size
+        self.evictions = evictions
+        self.version = version
+        self.shutdown_enabled = shutdown_enabled
+        self.shutdown_requested = False
+        self.clock = clock
+        self.verbosity = 0
+        self.started = int(clock())
+        self.counters: Counter = Counter()
+        self.lazy_expired: set[bytes] = set()
+        self.pending_flushes: list[tuple[int, Session]] = []
+        self.server_stats = lambda group: []
+        self.settings: list[tuple[str, object]] = []
+
+    # ---------------------------------------------------------- requests
+    def connect(self, session: Session) -> bool:
+        """May this client connect at all? (kv_cache:connect)"""
+        return self.mac.has_perm(session.scontext, self.mac.cache_context,
+                                 Access.CACHE, "connect")
+
+    def execute(self, batch: list[tuple[Session, ev.Request]]) -> list:
+        """The replies to a batch of requests, in order (see module doc)."""
+        try:
+            return self._attempt(batch)
+        except lmdb.MapFullError:
+            pass
+        except lmdb.Error as error:
+            return [ev.ServerError(f"storage error: {error}")] * len(batch)
+        self.reclaim_expired(limit=None)
+        return [self._alone(session, request) for session, request in batch]
+
+    @staticmethod
+    def writes(batch) -> bool:
+        """Does this batch need a write transaction?"""
+        return any(type(request) in WRITES or
+                   getattr(request, "touch", None) is not None
+                   for _, request in batch)
+
+    def blocks(self, batch) -> bool:
+        """Would this batch wait for the disk (a write with fsync)?"""
+        return self.storage.durability == "fsync" and self.writes(batch)
+
+    def _attempt(self, batch) -> list:
+        now = int(self.clock())
+        txn = self.storage.txn(self.writes(batch))
+        try:
+            replies = [self._run(txn, session, request, now)
+                       for session, request in batch]
+        except BaseException:
+            txn.abort()
+            raise
+        txn.commit()
+        return replies
+
+    def _alone(self, session: Session, request):
+        for _ in range(EVICT_ROUNDS):
+            try:
+                return self._attempt([(session, request)])[0]
+            except lmdb.MapFullError:
+                if not (self.evictions and self.evict(EVICT_BATCH)):
+                    break
+            except lmdb.Error as error:
+                return ev.ServerError(f"storage error: {error}")
+        self.counters["outofmemory"] += 1
+        return ev.ServerError("out of memory storing object")
+
+    def _run(self, txn: Txn, session: Session, request, now: int):
+        handler = HANDLERS[type(request)]
+        try:
+            return handler(Op(self, txn, session, now), request)
+        except AccessDenied:
+            return ev.Denied()
+        except InvalidLabel:
+            return ev.ClientError("invalid security context")
+
+    # ------------------------------------------------------ housekeeping
+    def tick(self) -> None:
+        """Periodic work: due delayed flushes, lazy and swept expiry."""
+        now = int(self.clock())
+        due = [s for when, s in self.pending_flushes if when <= now]
+        if due:
+            self.pending_flushes = [(w, s) for w, s in self.pending_flushes
+                                    if w > now]
+            with self.storage.txn(True) as txn:
+                for session in due:
+                    cache.flush_items(Op(self, txn, session, now))
+        self.reclaim_expired(limit=SWEEP_BATCH)
+
+    def reclaim_expired(self, limit: int | None) -> int:
+        """Remove expired items: those met by readers, then by the index."""
+        now = int(self.clock())
+        lazy, self.lazy_expired = list(self.lazy_expired), set()
+        with self.storage.txn(True) as txn:
+            removed = txn.remove(lazy, now)
+            removed += txn.remove(txn.expired_keys(now, limit or 1 << 62), now)
+        self.counters["reclaimed"] += removed
+        return removed
+
+    def evict(self, count: int) -> int:
+        """Remove the ``count`` oldest-written items; how many went."""
+        with self.storage.txn(True) as txn:
+            removed = txn.remove(txn.oldest_keys(count))
+        self.counters["evictions"] += removed
+        return removed
+
+    def schedule_flush(self, session: Session, when: int) -> None:
+        self.pending_flushes.append((when, session))
+
+    # -------------------------------------------------------------- stats
+    def reset_counters(self) -> None:
+        self.counters.clear()
+
+    def stats_rows(self, group: str, op: Op) -> list[tuple[str, object]]:
+        """The rows of ``stats GROUP``."""
+        return STATS_GROUPS[group](self, op)
+
+    def _general(self, op: Op) -> list:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        now = int(self.clock())
+        info = self.storage.info(op.txn)
+        c = self.counters
+        rows = [("pid", os.getpid()), ("uptime", now - self.started),
+                ("time", now), ("version", self.version),
+                ("pointer_size", 64),
+                ("rusage_user", f"{usage.ru_utime:.6f}"),
+                ("rusage_system", f"{usage.ru_stime:.6f}")]
+        rows += self.server_stats("")
+        rows += [
+            ("cmd_get", c["get_hits"] + c["get_misses"]),
+            ("cmd_set", c["set_hits"]), ("cmd_flush", c["cmd_flush"]),
+            ("cmd_touch", c["touch_hits"] + c["touch_misses"])]
+        rows += [(f"{name}_{kind}", c[f"{name}_{kind}"])
+                 for name in ("get", "delete", "incr", "decr", "touch")
+                 for kind in ("misses", "hits")]
+        rows += [(name, c[name]) for name in (
+            "cas_misses", "cas_hits", "cas_badval", "auth_cmds",
+            "auth_errors")]
+        rows += [("limit_maxbytes", info["limit_maxbytes"]),
+                 ("bytes", info["bytes"]), ("curr_items", info["curr_items"]),
+                 ("total_items", c["total_items"]),
+                 ("evictions", c["evictions"]), ("reclaimed", c["reclaimed"]),
+                 ("outofmemory", c["outofmemory"])]
+        rows += list(self.mac.stats().items())
+        return rows
+
+    def _settings(self, op: Op) -> list:
+        return [("maxbytes", self.storage.map_size),
+                ("item_size_max", self.max_item_size),
+                ("evictions", "on" if self.evictions else "off"),
+                ("verbosity", self.verbosity),
+                ("durability", self.storage.durability),
+                ("data_dir", str(self.storage.path)),
+                ("shutdown_command", "yes" if self.shutdown_enabled else "no"),
+                ("cas_enabled", "yes")] + self.settings + \
+            list(self.mac.stats().items())[:2]
+
+    def _items(self, op: Op) -> list:
+        oldest = op.txn.oldest_keys(1)
+        record = op.txn.get(oldest[0]) if oldest else None
+        age = op.now - record.mtime if record else 0
+        c = self.counters
+        return [("items:1:number", op.txn.count()), ("items:1:age", age),
+                ("items:1:evicted", c["evictions"]),
+                ("items:1:outofmemory", c["outofmemory"]),
+                ("items:1:reclaimed", c["reclaimed"])]
+
+    def _slabs(self, op: Op) -> list:
+        info = self.storage.info(op.txn)
+        return [("1:chunk_size", self.max_item_size),
+                ("1:used_chunks", op.txn.count()),
+                ("active_slabs", 1), ("total_malloced", info["bytes"])]
+
+
+STATS_GROUPS = {
+    "": Engine._general,
+    "settings": Engine._settings,
+    "items": Engine._items,
+    "slabs": Engine._slabs,
+    "conns": lambda engine, op: engine.server_stats("conns"),
+}

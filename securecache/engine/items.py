@@ -1,0 +1,244 @@
+"""Item requests: get/gat, store, delete, incr/decr, touch.
+
+How this works: one function per request kind, each called by the engine
+inside the batch's transaction with an ``Op`` (transaction, session, time,
+access checks, counters). Every permission check happens before the item
+is used and in the same transaction, so there is no window between check
+and use. A denied read is a miss; any other denial raises ``AccessDenied``
+(through ``Access.require``) and the engine answers "denied".
+"""
+
+from __future__ import annotations
+
+from ..protocol import events as ev
+from ..protocol.events import Status, StoreMode
+from ..storage import EXPIRED, Record, absolute_exptime
+
+U64_MOD = 1 << 64
+
+
+def live(op, key: bytes) -> Record | None:
+    """The item under ``key`` if it exists and has not expired."""
+    record = op.txn.get(key)
+    if record is not None and record.expired(op.now):
+        op.expired(key, record)
+        return None
+    return record
+
+
+def _item(key: bytes, record: Record, with_value: bool) -> ev.Item:
+    value = bytes(record.value) if with_value else None
+    return ev.Item(key, record.flags, value, record.cas, record.exptime,
+                   len(record.value))
+
+
+def get(op, request: ev.Get) -> ev.Values:
+    """get, gets, gat, gats, mg: hits the client may read, in order."""
+    perm = "read" if request.value else "getattr"
+    items = []
+    for key in request.keys:
+        record = live(op, key)
+        op.count("touch" if request.touch is not None else "get",
+                 record is not None)
+        # kv_item:read (getattr for metadata only): a denial is a miss.
+        if record is None or not op.allowed(record, perm, key):
+            continue
+        if request.touch is not None:
+            # kv_item:setattr to change the expiry (gat): a denial is a miss.
+            if not op.allowed(record, "setattr", key):
+                continue
+            record = _retime(op, key, record, request.touch)
+        items.append(_item(key, record, request.value))
+    return ev.Values(items)
+
+
+def _retime(op, key: bytes, record: Record, exptime: int) -> Record:
+    absolute = absolute_exptime(exptime, op.now)
+    if absolute == EXPIRED:
+        op.txn.delete(key, record)
+        return record
+    new = Record(record.label_id, record.flags, absolute, record.mtime,
+                 record.cas, bytes(record.value))
+    return op.txn.put(key, new, record)
+
+
+def touch(op, request: ev.Touch):
+    """touch: a new exptime for an existing item."""
+    record = live(op, request.key)
+    op.count("touch", record is not None)
+    if record is None:
+        return Status.NOT_FOUND
+    op.require(record, "setattr", request.key)        # kv_item:setattr
+    _retime(op, request.key, record, request.exptime)
+    return Status.TOUCHED
+
+
+def store(op, request: ev.Store):
+    """set, add, replace, append, prepend, cas (and ms)."""
+    key = request.key
+    record = live(op, key)
+    op.count("set", True)
+    outcome = STORE_RULES[request.mode](op, request, record)
+    if outcome is not None:
+        return outcome
+    if record is None:
+        label_id = _creatable(op, key)
+        flags, exptime, value = request.flags, request.exptime, request.value
+    else:
+        label_id = record.label_id
+        flags, exptime, value = _merged(op, request, record)
+    return _write(op, request, key, record, Record(
+        label_id, flags, 0, op.now, request.new_cas, value), exptime)
+
+
+def _write(op, request, key, old, record, exptime):
+    if len(record.value) > op.max_item_size:
+        return ev.ServerError("out of memory storing object")
+    absolute = absolute_exptime(exptime, op.now)
+    if absolute == EXPIRED:
+        if old is not None:
+            op.txn.delete(key, old)
+        return Status.STORED
+    record.exptime = absolute
+    if request.new_cas:
+        op.txn.raise_cas(request.new_cas)
+    op.txn.put(key, record, old)
+    op.counters["total_items"] += 1
+    return Status.STORED
+
+
+def _creatable(op, key: bytes) -> int:
+    label = op.access.new_label(op.session, key)
+    # kv_item:create on the label the new item will carry.
+    op.access.require_label(op.session, label, "create", key)
+    return op.txn.label_id(label.encode())
+
+
+def _merged(op, request: ev.Store, record: Record):
+    """append/prepend keep the item's flags and (absolute) expiry."""
+    old = bytes(record.value)
+    if request.mode is StoreMode.APPEND:
+        return record.flags, record.exptime, old + request.value
+    if request.mode is StoreMode.PREPEND:
+        return record.flags, record.exptime, request.value + old
+    return request.flags, request.exptime, request.value
+
+
+def _rule_set(op, request, record):
+    if record is not None:
+        op.require(record, "write", request.key)      # kv_item:write
+    return None
+
+
+def _rule_add(op, request, record):
+    if record is None:
+        return None
+    # kv_item:getattr: learning that the key is taken is reading metadata.
+    op.require(record, "getattr", request.key)
+    return Status.NOT_STORED
+
+
+def _rule_replace(op, request, record):
+    if record is None:
+        return Status.NOT_STORED
+    op.require(record, "write", request.key)          # kv_item:write
+    return None
+
+
+def _rule_append(op, request, record):
+    if record is None:
+        return Status.NOT_STORED
+    op.require(record, "append", request.key)         # kv_item:append
+    return None
+
+
+def _rule_cas(op, request, record):
+    if record is None:
+        op.counters["cas_misses"] += 1
+        return Status.NOT_FOUND
+    # kv_item:write, checked before the compare so a mismatch leaks nothing.
+    op.require(record, "write", request.key)
+    if record.cas != request.cas:
+        op.counters["cas_badval"] += 1
+        return Status.EXISTS
+    op.counters["cas_hits"] += 1
+    return None
+
+
+STORE_RULES = {
+    StoreMode.SET: _rule_set,
+    StoreMode.ADD: _rule_add,
+    StoreMode.REPLACE: _rule_replace,
+    StoreMode.APPEND: _rule_append,
+    StoreMode.PREPEND: _rule_append,
+    StoreMode.CAS: _rule_cas,
+}
+
+
+def delete(op, request: ev.Delete):
+    """delete, md: remove an item the client may remove."""
+    record = live(op, request.key)
+    op.count("delete", record is not None)
+    if record is None:
+        return Status.NOT_FOUND
+    op.require(record, "remove", request.key)         # kv_item:remove
+    if request.cas and request.cas != record.cas:
+        return Status.EXISTS
+    op.txn.delete(request.key, record)
+    return Status.DELETED
+
+
+def arith(op, request: ev.Arith):
+    """incr, decr, ma: unsigned 64-bit arithmetic on a decimal value."""
+    key = request.key
+    record = live(op, key)
+    op.count("incr" if request.incr else "decr", record is not None)
+    if record is None:
+        return _autocreate(op, request)
+    op.require(record, "calculate", key)              # kv_item:calculate
+    if request.cas and request.cas != record.cas:
+        return Status.EXISTS
+    current = _number(record.value)
+    if current is None:
+        return ev.ClientError("cannot increment or decrement non-numeric value")
+    if request.incr:
+        value = (current + request.delta) % U64_MOD
+    else:
+        value = max(current - request.delta, 0)
+    digits = b"%d" % value
+    if len(digits) < len(record.value):
+        digits = digits.ljust(len(record.value))   # memcached rewrites in place
+    new = op.txn.put(key, Record(record.label_id, record.flags,
+                                 record.exptime, op.now, 0, digits), record)
+    return ev.Number(value, new.cas)
+
+
+def _autocreate(op, request: ev.Arith):
+    if request.initial is None:
+        return Status.NOT_FOUND
+    label_id = _creatable(op, request.key)            # kv_item:create
+    absolute = absolute_exptime(request.exptime, op.now)
+    if absolute == EXPIRED:
+        return ev.Number(request.initial, 0, created=True)
+    new = op.txn.put(request.key, Record(
+        label_id, 0, absolute, op.now, 0, b"%d" % request.initial), None)
+    op.counters["total_items"] += 1
+    return ev.Number(request.initial, new.cas, created=True)
+
+
+def _number(value) -> int | None:
+    """memcached's strtoull rule: digits, optional surrounding spaces."""
+    text = bytes(value).strip(b" \t\r\n")
+    if not text.isdigit() or len(text) > 20:
+        return None
+    number = int(text)
+    return number if number < U64_MOD else None
+
+
+HANDLERS = {
+    ev.Get: get,
+    ev.Store: store,
+    ev.Delete: delete,
+    ev.Arith: arith,
+    ev.Touch: touch,
+}

@@ -1,0 +1,320 @@
+"""Typed requests and replies shared by every wire protocol.
+
+How this works: a codec (text, meta, binary) turns bytes into one of the
+request classes below and turns a reply (also below) back into bytes. The
+engine only ever sees these objects, so every permission check and storage
+rule applies the same way whatever the client spoke. A request carries a
+``tag`` that belongs to its codec alone (noreply, opaque, meta flags, binary
+opcode): the engine never reads it and hands it back untouched in the reply
+rendering step, ``codec.send(request, reply)``.
+
+This module imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class StoreMode(enum.Enum):
+    """How a store request treats an existing (or missing) item."""
+
+    SET = "set"
+    ADD = "add"
+    REPLACE = "replace"
+    APPEND = "append"
+    PREPEND = "prepend"
+    CAS = "cas"
+
+
+# ---------------------------------------------------------------- requests
+
+
+@dataclass(slots=True)
+class Get:
+    """Fetch items: get, gets, gat, gats, mg, binary GET*/GAT*.
+
+    ``value`` False asks for metadata only (``kv_item:getattr``), ``touch``
+    (an exptime as sent by the client) also updates the expiry (gat).
+    """
+
+    keys: list[bytes]
+    touch: int | None = None
+    value: bool = True
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class Store:
+    """set, add, replace, append, prepend, cas (and ms, binary SET*...).
+
+    ``cas`` is the compare value (0: no compare; the CAS mode requires one).
+    ``new_cas`` asks for an explicit cas on the stored item (meta ``E``).
+    ``invalidate`` (meta ``I``) stores over a stale item regardless of cas.
+    """
+
+    mode: StoreMode
+    key: bytes
+    flags: int
+    exptime: int
+    value: bytes
+    cas: int = 0
+    new_cas: int = 0
+    invalidate: bool = False
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class Delete:
+    """delete, md, binary DELETE; ``cas`` non-zero makes it conditional."""
+
+    key: bytes
+    cas: int = 0
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class Arith:
+    """incr, decr, ma, binary INCREMENT/DECREMENT.
+
+    ``initial`` not None auto-creates a missing item with that value and
+    ``exptime`` (meta ``N``, binary initial value); creating needs
+    ``kv_item:create``.
+    """
+
+    key: bytes
+    delta: int
+    incr: bool = True
+    initial: int | None = None
+    exptime: int = 0
+    cas: int = 0
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class Touch:
+    """touch, binary TOUCH: set a new exptime (``kv_item:setattr``)."""
+
+    key: bytes
+    exptime: int
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class FlushAll:
+    """flush_all [delay]: ``kv_cache:flush`` then every removable item."""
+
+    delay: int = 0
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class Stats:
+    """stats [group]: ``kv_cache:getattr``; ``reset`` needs ``setattr``."""
+
+    group: str = ""
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class Version:
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class Verbosity:
+    """verbosity N: ``kv_cache:setattr``."""
+
+    level: int
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class Noop:
+    """mn, binary NOOP: answers in order, touches nothing."""
+
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class Quit:
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class Shutdown:
+    """shutdown [graceful]: needs the server option and ``kv_cache:setattr``."""
+
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class MetaDump:
+    """lru_crawler metadump all|PREFIX: keys the client may ``getattr``."""
+
+    prefix: bytes = b""
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class Relabel:
+    """relabel KEY CONTEXT: setattr+relabelfrom on old, relabelto on new."""
+
+    key: bytes
+    context: str
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class GetLabel:
+    """getlabel KEY: ``kv_item:getattr``."""
+
+    key: bytes
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class CreateLabel:
+    """createlabel CONTEXT|default: label for this connection's new items."""
+
+    context: str | None
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class WhoAmI:
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class Authenticate:
+    """A user name and password offered by the client (text auth, SASL)."""
+
+    user: str
+    password: bytes
+    tag: Any = None
+
+
+# ----------------------------------------------------------------- replies
+
+
+@dataclass(slots=True)
+class Item:
+    """One item as seen by a client (a hit)."""
+
+    key: bytes
+    flags: int
+    value: bytes | None
+    cas: int
+    exptime: int = 0          # absolute unix seconds, 0 = never
+    size: int = 0
+    label: str | None = None
+
+
+@dataclass(slots=True)
+class Values:
+    """Hits of a Get, in request order; misses are simply absent."""
+
+    items: list[Item] = field(default_factory=list)
+
+
+class Status(enum.Enum):
+    """Outcomes that carry no data."""
+
+    STORED = "STORED"
+    NOT_STORED = "NOT_STORED"
+    EXISTS = "EXISTS"
+    NOT_FOUND = "NOT_FOUND"
+    DELETED = "DELETED"
+    TOUCHED = "TOUCHED"
+    OK = "OK"
+    RELABELED = "RELABELED"
+    NOOP = "NOOP"
+    AUTHENTICATED = "AUTHENTICATED"
+    RESET = "RESET"
+
+
+@dataclass(slots=True)
+class Number:
+    """The new value after incr/decr (and the cas of the item)."""
+
+    value: int
+    cas: int = 0
+    created: bool = False
+
+
+@dataclass(slots=True)
+class StatsReply:
+    rows: list[tuple[str, object]]
+
+
+@dataclass(slots=True)
+class VersionReply:
+    version: str
+
+
+@dataclass(slots=True)
+class Label:
+    """getlabel / whoami answer."""
+
+    context: str
+
+
+@dataclass(slots=True)
+class KeyList:
+    """metadump lines, already filtered by the policy, in key order."""
+
+    items: list[Item]
+    now: int = 0
+
+
+@dataclass(slots=True)
+class Denied:
+    """An access denial (details go to the audit log, never here)."""
+
+
+@dataclass(slots=True)
+class AuthFailed:
+    """Authentication failed or is required."""
+
+
+@dataclass(slots=True)
+class ServerError:
+    """A storage or server-side failure, worded as memcached does."""
+
+    message: str
+
+
+@dataclass(slots=True)
+class ClientError:
+    """A request the engine refuses as malformed (e.g. incr on non-number)."""
+
+    message: str
+
+
+@dataclass(slots=True)
+class Close:
+    """Answer nothing more and close the connection (quit)."""
+
+
+Request = (Get | Store | Delete | Arith | Touch | FlushAll | Stats | Version
+           | Verbosity | Noop | Quit | Shutdown | MetaDump | Relabel
+           | GetLabel | CreateLabel | WhoAmI | Authenticate)
+Reply = (Values | Status | Number | StatsReply | VersionReply | Label
+         | KeyList | Denied | AuthFailed | ServerError | ClientError | Close)
+
+
+class ProtocolError(Exception):
+    """The peer sent something the protocol does not allow.
+
+    ``reply`` is the exact error the server answers (already encoded by the
+    codec that raised it); ``close`` says whether the connection must be
+    closed afterwards, as memcached closes it.
+    """
+
+    def __init__(self, reply: bytes, *, close: bool = False) -> None:
+        super().__init__(reply.decode("ascii", "replace").strip())
+        self.reply = reply
+        self.close = close

@@ -1,0 +1,424 @@
+"""memcached's classic text protocol, sans-IO.
+
+How this works: ``receive_data`` appends bytes to a buffer; ``next_event``
+takes one complete command line off it, finds the command's reader in
+``READERS`` (a table, not an if-ladder) and returns a typed request from
+``events``. Storage commands need a data block: their reader returns a
+``_Block`` saying how many bytes to wait for and how to finish the request.
+A malformed request raises ``ProtocolError`` carrying memcached's exact
+error reply; the codec has already resynchronised the way memcached does,
+so the caller answers the error and keeps calling ``next_event``.
+``send(request, reply)`` renders a reply, honouring ``noreply``.
+
+The error words and the resynchronisation rules were measured against
+memcached 1.6.18: a bad command line is refused without reading a data
+block (the block is then parsed as a command), an oversized block is
+swallowed, a block without its terminating CRLF is refused after reading
+exactly the announced length plus two, and a line longer than
+``MAX_LINE`` without a newline closes the connection unless it is a
+retrieval command, whose lines may be up to ``MAX_GET_LINE``.
+
+This module imports nothing of ours but ``events``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import quote_from_bytes
+
+from . import events as ev
+from .events import ProtocolError
+
+NEED_DATA = object()
+"""Returned by ``next_event`` when more bytes are needed."""
+
+KEY_MAX = 250
+MAX_LINE = 2048
+MAX_GET_LINE = 1 << 20
+RELATIVE_EXPTIME_MAX = 60 * 60 * 24 * 30
+
+NOREPLY = 1
+WITH_CAS = 2
+WHOAMI = 4
+
+ERROR = b"ERROR\r\n"
+BAD_FORMAT = b"CLIENT_ERROR bad command line format\r\n"
+BAD_CHUNK = b"CLIENT_ERROR bad data chunk\r\n"
+TOO_LARGE = b"SERVER_ERROR object too large for cache\r\n"
+BAD_EXPTIME = b"CLIENT_ERROR invalid exptime argument\r\n"
+BAD_DELTA = b"CLIENT_ERROR invalid numeric delta argument\r\n"
+BAD_DELETE = (b"CLIENT_ERROR bad command line format.  "
+              b"Usage: delete <key> [noreply]\r\n")
+DENIED = b"CLIENT_ERROR access denied\r\n"
+LINE_TOO_LONG = b"CLIENT_ERROR line too long\r\n"
+U32 = (1 << 32) - 1
+U64 = (1 << 64) - 1
+
+
+@dataclass(slots=True)
+class _Block:
+    """A command line that waits for ``length`` bytes of data plus CRLF."""
+
+    length: int
+    finish: Callable[[bytes], ev.Request]
+    noreply: bool
+
+
+class _Swallow:
+    """An oversized data block being skipped, as memcached skips it."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self, remaining: int) -> None:
+        self.remaining = remaining
+
+
+def valid_key(key: bytes) -> bool:
+    """1..250 bytes, no control characters (spaces never reach here)."""
+    return 0 < len(key) <= KEY_MAX and not any(b < 33 or b == 127 for b in key)
+
+
+def _uint(token: bytes, limit: int, error: bytes) -> int:
+    if not token.isdigit():
+        raise ProtocolError(error)
+    value = int(token)
+    if value > limit:
+        raise ProtocolError(error)
+    return value
+
+
+def _int(token: bytes, error: bytes) -> int:
+    body = token[1:] if token[:1] == b"-" else token
+    if not body.isdigit() or len(body) > 10:
+        raise ProtocolError(error)
+    value = int(token)
+    if not -(1 << 31) <= value < (1 << 31):
+        raise ProtocolError(error)
+    return value
+
+
+def _key(token: bytes) -> bytes:
+    if not valid_key(token):
+        raise ProtocolError(BAD_FORMAT)
+    return token
+
+
+def _noreply(tokens: list[bytes], index: int) -> int:
+    return NOREPLY if len(tokens) > index and tokens[index] == b"noreply" else 0
+
+
+class TextCodec:
+    """One connection's text-protocol state (see the module docstring)."""
+
+    def __init__(self, max_item_size: int = 1 << 20) -> None:
+        self.max_item_size = max_item_size
+        self._buffer = bytearray()
+        self._pending: _Block | _Swallow | None = None
+        self.closed = False
+
+    # ------------------------------------------------------------ input
+    def receive_data(self, data: bytes) -> None:
+        """Append bytes read from the peer."""
+        self._buffer += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet parsed (for flow control)."""
+        return len(self._buffer)
+
+    def next_event(self):
+        """The next request, ``NEED_DATA``, or raise ``ProtocolError``."""
+        while True:
+            pending = self._pending
+            if pending is None:
+                return self._next_line()
+            if isinstance(pending, _Swallow):
+                if not self._swallow(pending):
+                    return NEED_DATA
+                continue
+            return self._next_block(pending)
+
+    def _swallow(self, pending: _Swallow) -> bool:
+        taken = min(pending.remaining, len(self._buffer))
+        del self._buffer[:taken]
+        pending.remaining -= taken
+        if pending.remaining:
+            return False
+        self._pending = None
+        return True
+
+    def _next_block(self, pending: _Block):
+        end = pending.length + 2
+        if len(self._buffer) < end:
+            return NEED_DATA
+        data = bytes(self._buffer[:pending.length])
+        terminator = self._buffer[pending.length:end]
+        del self._buffer[:end]
+        self._pending = None
+        if terminator != b"\r\n":
+            raise ProtocolError(b"" if pending.noreply else BAD_CHUNK)
+        return pending.finish(data)
+
+    def _next_line(self):
+        buffer = self._buffer
+        end = buffer.find(b"\n")
+        if end < 0:
+            self._check_unterminated()
+            return NEED_DATA
+        line = bytes(buffer[:end])
+        del buffer[:end + 1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        tokens = line.split()
+        if len(line) > MAX_LINE and not (tokens and tokens[0] in RETRIEVALS
+                                         and len(line) <= MAX_GET_LINE):
+            self._close(LINE_TOO_LONG)
+        if not tokens:
+            raise ProtocolError(ERROR)
+        reader = READERS.get(tokens[0])
+        if reader is None:
+            raise ProtocolError(ERROR)
+        result = reader(self, tokens)
+        if isinstance(result, _Block):
+            self._pending = result
+            return self.next_event()
+        return result
+
+    def _check_unterminated(self) -> None:
+        size = len(self._buffer)
+        if size <= MAX_LINE:
+            return
+        head = bytes(self._buffer[:8]).lstrip(b" ")
+        if size <= MAX_GET_LINE and head.split(b" ", 1)[0] in RETRIEVALS:
+            return
+        self._close(LINE_TOO_LONG)
+
+    def _close(self, reply: bytes) -> None:
+        self._buffer.clear()
+        self.closed = True
+        raise ProtocolError(reply, close=True)
+
+    # ---------------------------------------------------------- readers
+    def _read_get(self, tokens):
+        if len(tokens) < 2:
+            raise ProtocolError(ERROR)
+        keys = [_key(t) for t in tokens[1:]]
+        return ev.Get(keys, tag=WITH_CAS if tokens[0] == b"gets" else 0)
+
+    def _read_gat(self, tokens):
+        if len(tokens) < 2:
+            raise ProtocolError(ERROR)
+        exptime = _int(tokens[1], BAD_EXPTIME)
+        if len(tokens) < 3:
+            raise ProtocolError(ERROR)
+        keys = [_key(t) for t in tokens[2:]]
+        return ev.Get(keys, touch=exptime,
+                      tag=WITH_CAS if tokens[0] == b"gats" else 0)
+
+    def _read_store(self, tokens):
+        is_cas = tokens[0] == b"cas"
+        count = 6 if is_cas else 5
+        if len(tokens) not in (count, count + 1):
+            raise ProtocolError(ERROR)
+        noreply = _noreply(tokens, count)
+        try:
+            key = _key(tokens[1])
+            flags = _uint(tokens[2], U32, BAD_FORMAT)
+            exptime = _int(tokens[3], BAD_FORMAT)
+            length = _int(tokens[4], BAD_FORMAT)
+            cas = _uint(tokens[5], U64, BAD_FORMAT) if is_cas else 0
+            if length < 0:
+                raise ProtocolError(BAD_FORMAT)
+        except ProtocolError as error:
+            raise ProtocolError(b"" if noreply else error.reply) from None
+        if length > self.max_item_size:
+            self._pending = _Swallow(length + 2)
+            raise ProtocolError(b"" if noreply else TOO_LARGE)
+        mode = STORE_MODES[tokens[0]]
+
+        def finish(data: bytes) -> ev.Store:
+            return ev.Store(mode, key, flags, exptime, data, cas=cas,
+                            tag=noreply)
+        return _Block(length, finish, bool(noreply))
+
+    def _read_delete(self, tokens):
+        if not 2 <= len(tokens) <= 4:
+            raise ProtocolError(ERROR)
+        key = _key(tokens[1])
+        noreply = _noreply(tokens, len(tokens) - 1)
+        extra = tokens[2:len(tokens) - (1 if noreply else 0)]
+        if extra and extra != [b"0"]:
+            raise ProtocolError(b"" if noreply else BAD_DELETE)
+        return ev.Delete(key, tag=noreply)
+
+    def _read_arith(self, tokens):
+        if len(tokens) not in (3, 4):
+            raise ProtocolError(ERROR)
+        noreply = _noreply(tokens, 3)
+        key = _key(tokens[1])
+        try:
+            delta = _uint(tokens[2], U64, BAD_DELTA)
+        except ProtocolError:
+            raise ProtocolError(b"" if noreply else BAD_DELTA) from None
+        return ev.Arith(key, delta, incr=tokens[0] == b"incr", tag=noreply)
+
+    def _read_touch(self, tokens):
+        if len(tokens) not in (3, 4):
+            raise ProtocolError(ERROR)
+        noreply = _noreply(tokens, 3)
+        key = _key(tokens[1])
+        exptime = _int(tokens[2], b"" if noreply else BAD_EXPTIME)
+        return ev.Touch(key, exptime, tag=noreply)
+
+    def _read_flush_all(self, tokens):
+        noreply = _noreply(tokens, len(tokens) - 1)
+        args = tokens[1:len(tokens) - (1 if noreply else 0)]
+        if len(args) > 1:
+            raise ProtocolError(ERROR)
+        delay = _int(args[0], b"" if noreply else BAD_EXPTIME) if args else 0
+        return ev.FlushAll(max(delay, 0), tag=noreply)
+
+    def _read_stats(self, tokens):
+        group = tokens[1].decode("ascii", "replace") if len(tokens) > 1 else ""
+        if group not in STATS_GROUPS:
+            raise ProtocolError(ERROR)
+        return ev.Stats(group)
+
+    def _read_version(self, tokens):
+        return ev.Version()
+
+    def _read_verbosity(self, tokens):
+        if len(tokens) not in (2, 3):
+            raise ProtocolError(ERROR)
+        noreply = _noreply(tokens, len(tokens) - 1)
+        level = _uint(tokens[1], U32, b"" if noreply else BAD_FORMAT)
+        return ev.Verbosity(level, tag=noreply)
+
+    def _read_quit(self, tokens):
+        return ev.Quit()
+
+    def _read_shutdown(self, tokens):
+        return ev.Shutdown()
+
+    def _read_lru_crawler(self, tokens):
+        if len(tokens) != 3 or tokens[1] != b"metadump":
+            raise ProtocolError(b"CLIENT_ERROR bad command line format\r\n")
+        prefix = b"" if tokens[2] == b"all" else tokens[2]
+        return ev.MetaDump(prefix)
+
+    def _read_relabel(self, tokens):
+        if len(tokens) not in (3, 4):
+            raise ProtocolError(ERROR)
+        noreply = _noreply(tokens, 3)
+        return ev.Relabel(_key(tokens[1]), _context(tokens[2]), tag=noreply)
+
+    def _read_getlabel(self, tokens):
+        if len(tokens) != 2:
+            raise ProtocolError(ERROR)
+        return ev.GetLabel(_key(tokens[1]))
+
+    def _read_createlabel(self, tokens):
+        if len(tokens) != 2:
+            raise ProtocolError(ERROR)
+        context = None if tokens[1] == b"default" else _context(tokens[1])
+        return ev.CreateLabel(context)
+
+    def _read_whoami(self, tokens):
+        return ev.WhoAmI(tag=WHOAMI)
+
+    # ----------------------------------------------------------- output
+    def send(self, request, reply) -> bytes:
+        """The bytes that answer ``request`` with ``reply``."""
+        tag = getattr(request, "tag", 0) or 0
+        if tag & NOREPLY and not isinstance(reply, ev.ServerError):
+            return b""
+        return WRITERS[type(reply)](reply, tag)
+
+
+def _context(token: bytes) -> str:
+    if any(b < 33 or b > 126 for b in token):
+        raise ProtocolError(BAD_FORMAT)
+    return token.decode("ascii")
+
+
+def _write_values(reply: ev.Values, tag: int) -> bytes:
+    parts = []
+    with_cas = tag & WITH_CAS
+    for item in reply.items:
+        value = item.value or b""
+        head = b"VALUE %s %d %d" % (item.key, item.flags, len(value))
+        if with_cas:
+            head += b" %d" % item.cas
+        parts += (head, b"\r\n", value, b"\r\n")
+    parts.append(b"END\r\n")
+    return b"".join(parts)
+
+
+def _write_stats(reply: ev.StatsReply, tag: int) -> bytes:
+    lines = [b"STAT %s %s\r\n" % (name.encode(), str(value).encode())
+             for name, value in reply.rows]
+    lines.append(b"END\r\n")
+    return b"".join(lines)
+
+
+def _write_label(reply: ev.Label, tag: int) -> bytes:
+    word = b"CONTEXT" if tag & WHOAMI else b"LABEL"
+    return b"%s %s\r\n" % (word, reply.context.encode())
+
+
+def _write_keylist(reply: ev.KeyList, tag: int) -> bytes:
+    lines = []
+    for item in reply.items:
+        lines.append(b"key=%s exp=%d la=%d cas=%d fetch=no cls=1 size=%d\n" % (
+            quote_from_bytes(item.key, safe=b"").encode(),
+            item.exptime or -1, reply.now, item.cas, item.size))
+    lines.append(b"END\r\n")
+    return b"".join(lines)
+
+
+WRITERS: dict[type, Callable] = {
+    ev.Values: _write_values,
+    ev.Status: lambda r, t: r.value.encode() + b"\r\n",
+    ev.Number: lambda r, t: b"%d\r\n" % r.value,
+    ev.StatsReply: _write_stats,
+    ev.VersionReply: lambda r, t: b"VERSION %s\r\n" % r.version.encode(),
+    ev.Label: _write_label,
+    ev.KeyList: _write_keylist,
+    ev.Denied: lambda r, t: DENIED,
+    ev.AuthFailed: lambda r, t: b"CLIENT_ERROR authentication failure\r\n",
+    ev.ServerError: lambda r, t: b"SERVER_ERROR %s\r\n" % r.message.encode(),
+    ev.ClientError: lambda r, t: b"CLIENT_ERROR %s\r\n" % r.message.encode(),
+    ev.Close: lambda r, t: b"",
+}
+
+STORE_MODES = {
+    b"set": ev.StoreMode.SET, b"add": ev.StoreMode.ADD,
+    b"replace": ev.StoreMode.REPLACE, b"append": ev.StoreMode.APPEND,
+    b"prepend": ev.StoreMode.PREPEND, b"cas": ev.StoreMode.CAS,
+}
+RETRIEVALS = frozenset((b"get", b"gets", b"gat", b"gats"))
+STATS_GROUPS = frozenset(("", "settings", "items", "slabs", "conns", "reset"))
+
+READERS: dict[bytes, Callable] = {
+    b"get": TextCodec._read_get,
+    b"gets": TextCodec._read_get,
+    b"gat": TextCodec._read_gat,
+    b"gats": TextCodec._read_gat,
+    **{name: TextCodec._read_store for name in STORE_MODES},
+    b"delete": TextCodec._read_delete,
+    b"incr": TextCodec._read_arith,
+    b"decr": TextCodec._read_arith,
+    b"touch": TextCodec._read_touch,
+    b"flush_all": TextCodec._read_flush_all,
+    b"stats": TextCodec._read_stats,
+    b"version": TextCodec._read_version,
+    b"verbosity": TextCodec._read_verbosity,
+    b"quit": TextCodec._read_quit,
+    b"shutdown": TextCodec._read_shutdown,
+    b"lru_crawler": TextCodec._read_lru_crawler,
+    b"relabel": TextCodec._read_relabel,
+    b"getlabel": TextCodec._read_getlabel,
+    b"createlabel": TextCodec._read_createlabel,
+    b"whoami": TextCodec._read_whoami,
+}

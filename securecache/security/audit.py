@@ -1,0 +1,139 @@
+"""Audit: kernel-format AVC lines and where they go.
+
+How this works: `format_avc` is the ONE function that turns a decision into
+an AVC line, exactly as the kernel writes one:
+
+    avc:  denied  { read } for  pid=42 comm="securecache" key="k1"
+        scontext=... tcontext=... tclass=kv_item permissive=0
+
+(one line; `granted` lines, written for `auditallow` rules, carry no
+permissive= field, as the kernel's).  Untrusted strings (the item key, comm)
+are written as the kernel's audit_log_untrustedstring writes them: quoted,
+or -- when they contain a space, a double quote, a control or a non-ASCII
+byte -- as upper-case hex without quotes.  The standard tools read these
+lines as they are: `audit2allow -p POLICY -i FILE`, `audit2why`.
+
+An AuditLog sends lines to a sink: "stderr" (default), "syslog"
+(LOG_AUTHPRIV, ident securecache), "none", or a file path (appended to,
+reopened by `reopen()`, e.g. on SIGHUP after log rotation).
+"""
+
+import os
+import sys
+import syslog
+import threading
+
+COMM = "securecache"
+
+
+def untrusted(value):
+    """Encode an untrusted string (str or bytes) as the kernel's audit does."""
+    raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else bytes(value)
+    if any(b < 0x21 or b > 0x7E or b == 0x22 for b in raw):
+        return raw.hex().upper()
+    return f'"{raw.decode("ascii")}"'
+
+
+def format_avc(denied, perms, scontext, tcontext, tclass, *, key=None,
+               pid=None, comm=COMM, permissive=False):
+    """One kernel-format AVC line (no trailing newline).
+
+    denied: True for a denial, False for a granted (auditallow) line.
+    perms: iterable of permission names.  key: the item key (bytes/str) or
+    None.  permissive: the denial was not enforced (permissive=1).
+    """
+    verdict = "denied" if denied else "granted"
+    fields = [f"pid={os.getpid() if pid is None else pid}", f"comm={untrusted(comm)}"]
+    if key is not None:
+        fields.append(f"key={untrusted(key)}")
+    fields += [f"scontext={scontext}", f"tcontext={tcontext}", f"tclass={tclass}"]
+    if denied:
+        fields.append(f"permissive={1 if permissive else 0}")
+    return f"avc:  {verdict}  {{ {' '.join(perms)} }} for  {' '.join(fields)}"
+
+
+class _StderrSink:
+    def write(self, line):
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def reopen(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class _SyslogSink:
+    def __init__(self):
+        syslog.openlog(COMM, syslog.LOG_PID, syslog.LOG_AUTHPRIV)
+
+    def write(self, line):
+        syslog.syslog(syslog.LOG_NOTICE, line)
+
+    def reopen(self):
+        pass
+
+    def close(self):
+        syslog.closelog()
+
+
+class _NullSink:
+    def write(self, line):
+        pass
+
+    def reopen(self):
+        pass
+
+    def close(self):
+        pass
+
+
+class _FileSink:
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self._lock = threading.Lock()
+        self._file = open(self.path, "a", buffering=1, encoding="ascii")
+
+    def write(self, line):
+        with self._lock:
+            self._file.write(line + "\n")
+
+    def reopen(self):
+        with self._lock:
+            self._file.close()
+            self._file = open(self.path, "a", buffering=1, encoding="ascii")
+
+    def close(self):
+        with self._lock:
+            self._file.close()
+
+
+SINKS = {"stderr": _StderrSink, "syslog": _SyslogSink, "none": _NullSink}
+
+
+def open_sink(spec):
+    """A sink for "stderr", "syslog", "none" or a file path."""
+    spec = os.fspath(spec) if spec is not None else "stderr"
+    factory = SINKS.get(spec)
+    return factory() if factory else _FileSink(spec)
+
+
+class AuditLog:
+    """Writes AVC lines (see format_avc) to one sink; counts them."""
+
+    def __init__(self, sink="stderr"):
+        self.sink = open_sink(sink)
+        self.lines = 0
+
+    def avc(self, denied, perms, scontext, tcontext, tclass, **fields):
+        """Format one AVC line with format_avc and write it."""
+        self.sink.write(format_avc(denied, perms, scontext, tcontext, tclass, **fields))
+        self.lines += 1
+
+    def reopen(self):
+        """Reopen a file sink (log rotation)."""
+        self.sink.reopen()
+
+    def close(self):
+        self.sink.close()

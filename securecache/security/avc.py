@@ -1,0 +1,163 @@
+"""The access vector cache (AVC): every permission check goes through here.
+
+How this works: the first question about (scontext, tcontext, tclass) asks
+the security server for the whole access vector and keeps it; every later
+question about that triple -- whatever the permission -- is a dict hit and
+a bit test.  As libselinux's userspace AVC does:
+
+  * allowed bit set: allow; if the policy says `auditallow`, log "granted";
+  * allowed bit clear, enforcing: deny; log "denied" unless `dontaudit`;
+  * allowed bit clear, permissive (global --permissive, a host in
+    permissive mode, or a `typepermissive` source domain): log "denied ...
+    permissive=1" (unless dontaudit) and then set the bit in the cached
+    vector, so the denial is logged once per (scontext, tcontext, tclass,
+    perm) and then allowed until the next flush;
+  * a permission or class the policy does not define is denied, unless the
+    policy says `handleunknown allow`.
+
+A context that is not valid under the loaded policy is checked as the
+policy's unlabeled context (as the kernel does with invalidated SIDs): never
+"no check".  The cache is flushed on every policy (re)load: the server calls
+`flush` through its reload listeners; in kernel mode `poll` asks libselinux
+whether the host's policy changed before each check.
+"""
+
+from .servers import InvalidContextError
+
+DEFAULT_MAX_ENTRIES = 100_000
+
+
+class _Entry:
+    """One cached access vector; `allowed` grows with permissive grants."""
+
+    __slots__ = ("allowed", "auditallow", "auditdeny", "permissive",
+                 "scontext", "tcontext")
+
+    def __init__(self, decision, scontext, tcontext):
+        self.allowed = decision.allowed
+        self.auditallow = decision.auditallow
+        self.auditdeny = decision.auditdeny
+        self.permissive = decision.permissive
+        self.scontext = scontext       # as checked (unlabeled if invalid)
+        self.tcontext = tcontext
+
+
+class AVC:
+    """An access vector cache in front of one security server.
+
+    permissive: global permissive mode (log denials once, then allow).
+    audit: an audit.AuditLog.
+    """
+
+    def __init__(self, server, audit, *, permissive=False,
+                 max_entries=DEFAULT_MAX_ENTRIES):
+        self.server = server
+        self.audit = audit
+        self.permissive = permissive
+        self.max_entries = max_entries
+        self._cache = {}
+        self._bits = {}
+        self._unknown_granted = set()
+        self.lookups = self.hits = self.misses = self.denials = 0
+        self._poll = server.poll if server.needs_polling else None
+        server.add_reload_listener(self.flush)
+
+    # ------------------------------------------------------------ hot path
+    def has_perm(self, scontext, tcontext, tclass, perm, *, key=None):
+        """True if `scontext` may `perm` on `tcontext` of class `tclass`
+        (or the denial is not enforced: permissive).  `key` (bytes) goes
+        into the audit line."""
+        if self._poll is not None:
+            self._poll()
+        self.lookups += 1
+        entry = self._cache.get((scontext, tcontext, tclass))
+        if entry is None:
+            self.misses += 1
+            entry = self._fill(scontext, tcontext, tclass)
+        else:
+            self.hits += 1
+        bit = self._bits.get((tclass, perm))
+        if bit is None:
+            bit = self._bit(tclass, perm)
+        if entry.allowed & bit:
+            if entry.auditallow & bit:
+                self.audit.avc(False, (perm,), entry.scontext, entry.tcontext, tclass, key=key)
+            return True
+        return self._denied(entry, bit, tclass, perm, key)
+
+    # ------------------------------------------------------------ misses
+    def _fill(self, scontext, tcontext, tclass):
+        source = self._effective(scontext)
+        target = self._effective(tcontext)
+        entry = _Entry(self.server.compute_av(source, target, tclass), source, target)
+        if len(self._cache) >= self.max_entries:
+            self._cache.clear()
+        self._cache[(scontext, tcontext, tclass)] = entry
+        return entry
+
+    def _effective(self, ctx):
+        if self.server.check_context(ctx):
+            return ctx
+        unlabeled = self.server.unlabeled_context
+        if not self.server.check_context(unlabeled):
+            raise InvalidContextError(f"neither {ctx!r} nor the unlabeled context is valid")
+        return unlabeled
+
+    def _bit(self, tclass, perm):
+        bit = self.server.perm_bit(tclass, perm)
+        if bit is None:
+            # Not in the policy: a pseudo-bit no policy vector has, allowed
+            # only by `handleunknown allow` (see _denied).
+            bit = 0
+        self._bits[(tclass, perm)] = bit
+        return bit
+
+    def _denied(self, entry, bit, tclass, perm, key):
+        if bit == 0:
+            return self._unknown(entry, tclass, perm, key)
+        self.denials += 1
+        permissive = self._permissive_for(entry)
+        if entry.auditdeny & bit:
+            self.audit.avc(True, (perm,), entry.scontext, entry.tcontext, tclass,
+                           key=key, permissive=permissive)
+        if permissive:
+            entry.allowed |= bit
+        return permissive
+
+    def _unknown(self, entry, tclass, perm, key):
+        if self.server.allows_unknown:
+            return True
+        token = (entry.scontext, entry.tcontext, tclass, perm)
+        if token in self._unknown_granted:
+            return True
+        self.denials += 1
+        permissive = self._permissive_for(entry)
+        self.audit.avc(True, (perm,), entry.scontext, entry.tcontext, tclass,
+                       key=key, permissive=permissive)
+        if permissive:
+            self._unknown_granted.add(token)
+        return permissive
+
+    def _permissive_for(self, entry):
+        return self.permissive or entry.permissive or not self.server.host_enforcing
+
+    # ------------------------------------------------------------ admin
+    @property
+    def enforcing(self):
+        """False when denials are only logged (global or host permissive)."""
+        return not self.permissive and self.server.host_enforcing
+
+    def flush(self):
+        """Forget every cached decision (after a policy change)."""
+        self._cache.clear()
+        self._bits.clear()
+        self._unknown_granted.clear()
+
+    def stats(self):
+        """The counters, named as in `stats`."""
+        return {"avc_lookups": self.lookups, "avc_hits": self.hits,
+                "avc_misses": self.misses, "avc_denials": self.denials}
+
+    def reset_stats(self):
+        """Zero the counters (`stats reset`)."""
+        self.lookups = self.hits = self.misses = self.denials = 0

@@ -1,0 +1,1 @@
+"""asyncio listeners, connections, group commit and the daemon's lifecycle."""

@@ -1,0 +1,211 @@
+"""The daemon: listeners, admission, housekeeping, signals, shutdown.
+
+How this works: ``Server.run`` opens the TCP and UNIX-socket listeners on
+an asyncio loop (uvloop when installed), admits each connection (the
+connection limit, the client's security context from ``security.peer``,
+then ``kv_cache:connect`` through the engine), and ticks the engine once a
+second (delayed flushes, expiry sweep; with async durability, a sync every
+``sync_interval``). SIGTERM and SIGINT stop accepting, let the batch in
+flight commit and its replies go out, close the store and return 0;
+SIGHUP reloads the security policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+
+from ..engine import Engine, Session
+from .batcher import Batcher
+from .connection import Connection
+
+log = logging.getLogger("securecache")
+
+
+@dataclass
+class Listen:
+    """Where to listen and how many clients to take."""
+
+    addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    port: int = 11211
+    unix_path: str | None = None
+    unix_mask: int = 0o700
+    max_connections: int = 1024
+    idle_timeout: int = 0
+    sync_interval: float = 1.0
+
+
+class Server:
+    """One daemon process serving one engine."""
+
+    def __init__(self, engine: Engine, identity, listen: Listen) -> None:
+        """``identity(sock)`` gives a client's context, or None to refuse."""
+        self.engine = engine
+        self.identity = identity
+        self.listen = listen
+        self.connections: set[Connection] = set()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.total_connections = 0
+        self.rejected_connections = 0
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.batcher: Batcher | None = None
+        self.stopping: asyncio.Event | None = None
+        self.exit_status = 0
+        engine.server_stats = self.stats_rows
+
+    # ------------------------------------------------------- admission
+    def admit(self, conn: Connection, transport) -> Session | None:
+        """The session of a new client, or None to refuse it."""
+        self.total_connections += 1
+        sock = transport.get_extra_info("socket")
+        peername = transport.get_extra_info("peername")
+        conn.peer = _describe(sock, peername)
+        if len(self.connections) >= self.listen.max_connections:
+            self.rejected_connections += 1
+            transport.write(b"ERROR Too many open connections\r\n")
+            return None
+        scontext = self.identity(sock)
+        if scontext is None:
+            self.rejected_connections += 1
+            log.warning("refused %s: no security context", conn.peer)
+            return None
+        session = Session(scontext, peer=conn.peer)
+        if not self.engine.connect(session):          # kv_cache:connect
+            self.rejected_connections += 1
+            return None
+        self.connections.add(conn)
+        return session
+
+    def forget(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+
+    # ----------------------------------------------------------- stats
+    def stats_rows(self, group: str) -> list[tuple[str, object]]:
+        if group == "conns":
+            now = time.monotonic()
+            rows = []
+            for conn in self.connections:
+                fd = conn.transport.get_extra_info("socket").fileno()
+                rows += [(f"{fd}:addr", conn.peer),
+                         (f"{fd}:state", "conn_parse_cmd"),
+                         (f"{fd}:secs_since_last_cmd",
+                          int(now - conn.last_command))]
+            return rows
+        return [("max_connections", self.listen.max_connections),
+                ("curr_connections", len(self.connections)),
+                ("total_connections", self.total_connections),
+                ("rejected_connections", self.rejected_connections),
+                ("bytes_read", self.bytes_read),
+                ("bytes_written", self.bytes_written),
+                ("threads", 1),
+                ("group_commits", self.batcher.batches if self.batcher else 0),
+                ("group_requests", self.batcher.requests if self.batcher else 0)]
+
+    # ------------------------------------------------------- lifecycle
+    async def serve(self) -> None:
+        """Listen until a stop signal; then shut down cleanly."""
+        loop = asyncio.get_running_loop()
+        self.stopping = asyncio.Event()
+        self.batcher = Batcher(self.engine, loop, self._fault)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        await self._open_listeners()
+        log.info("ready")
+        ticker = asyncio.ensure_future(self._tick())
+        await self.stopping.wait()
+        ticker.cancel()
+        await self._shutdown()
+
+    async def _open_listeners(self) -> None:
+        factory = lambda: Connection(self)  # noqa: E731
+        for address in self.listen.addresses:
+            self.servers.append(await asyncio.get_running_loop().create_server(
+                factory, address, self.listen.port, reuse_address=True,
+                backlog=1024))
+            log.info("listening on %s port %d", address, self.listen.port)
+        path = self.listen.unix_path
+        if path:
+            if os.path.exists(path):
+                os.unlink(path)
+            old = os.umask(0o777 & ~self.listen.unix_mask)
+            try:
+                self.servers.append(
+                    await asyncio.get_running_loop().create_unix_server(
+                        factory, path, backlog=1024))
+            finally:
+                os.umask(old)
+            log.info("listening on unix socket %s", path)
+
+    async def _tick(self) -> None:
+        last_sync = time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, self.listen.sync_interval))
+            await self.batcher.exclusive(self.engine.tick)
+            if self.engine.shutdown_requested:
+                self.stopping.set()
+            now = time.monotonic()
+            if self.engine.storage.durability != "fsync" and \
+                    now - last_sync >= self.listen.sync_interval:
+                await self.batcher.exclusive(self.engine.storage.sync)
+                last_sync = now
+            if self.listen.idle_timeout:
+                self._close_idle(now)
+
+    def _close_idle(self, now: float) -> None:
+        for conn in list(self.connections):
+            if now - conn.last_command > self.listen.idle_timeout:
+                conn.close()
+
+    def _fault(self, error: BaseException) -> None:
+        log.critical("engine fault, stopping: %r", error, exc_info=error)
+        self.exit_status = 70
+        self.stopping.set()
+
+    def _reload(self) -> None:
+        log.info("SIGHUP: reloading the security policy")
+        try:
+            self.engine.mac.reload()
+        except (OSError, ValueError, RuntimeError) as error:
+            log.error("policy reload failed, keeping the old one: %s", error)
+
+    async def _shutdown(self) -> None:
+        log.info("shutting down")
+        for server in self.servers:
+            server.close()
+        if not self.exit_status:
+            await self.batcher.drain()
+        for conn in list(self.connections):
+            conn.close()
+        await asyncio.sleep(0)
+        self.batcher.close()
+        self.engine.storage.sync()
+        self.engine.storage.close()
+        if self.listen.unix_path and os.path.exists(self.listen.unix_path):
+            os.unlink(self.listen.unix_path)
+        log.info("stopped")
+
+
+def _describe(sock: socket.socket | None, peername) -> str:
+    if sock is not None and sock.family == socket.AF_UNIX:
+        return f"unix:{sock.getsockname()}"
+    if isinstance(peername, tuple):
+        return f"tcp:{peername[0]}:{peername[1]}"
+    return str(peername)
+
+
+def run(server: Server) -> int:
+    """Run the server to completion on uvloop (or asyncio); exit status."""
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:                      # uvloop is optional at run time
+        runner = asyncio.run
+    runner(server.serve())
+    return server.exit_status

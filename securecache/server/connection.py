@@ -1,0 +1,118 @@
+"""One client connection: moves bytes, nothing else.
+
+How this works: ``data_received`` feeds the codec and queues every complete
+request (or protocol error) it yields, then asks the ``Batcher`` to run
+the queue at the end of this event-loop turn. The batcher sends the
+replies back through ``answer``. Flow control: when the transport's write
+buffer is above its high-water mark (the client is not reading its
+replies) the connection stops reading until it drains; the codec's input
+buffer is bounded by the protocol's own limits (line length, item size).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ..protocol import events as ev
+from ..protocol.events import ProtocolError
+from ..protocol.text import NEED_DATA, TextCodec
+
+WRITE_HIGH_WATER = 1 << 20
+
+
+class Connection(asyncio.Protocol):
+    """An asyncio protocol object per client."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.codec = TextCodec(server.engine.max_item_size)
+        self.transport: asyncio.Transport | None = None
+        self.session = None
+        self.queue: list = []
+        self.closing = False
+        self.peer = ""
+        self.last_command = time.monotonic()
+
+    # ------------------------------------------------------- lifecycle
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.session = self.server.admit(self, transport)
+        if self.session is None:
+            self.closing = True
+            transport.close()
+
+    def connection_lost(self, exc) -> None:
+        self.closing = True
+        self.server.forget(self)
+
+    def pause_writing(self) -> None:
+        """The client does not read its replies: stop reading its requests."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # ------------------------------------------------------------ input
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.server.bytes_read += len(data)
+        self.last_command = time.monotonic()
+        self.codec.receive_data(data)
+        while True:
+            try:
+                event = self.codec.next_event()
+            except ProtocolError as error:
+                self.queue.append(error)
+                if error.close:
+                    self.transport.pause_reading()
+                    break
+                continue
+            if event is NEED_DATA:
+                break
+            self.queue.append(event)
+            if isinstance(event, ev.Quit):
+                self.transport.pause_reading()
+                break
+        if self.queue:
+            self.server.batcher.submit(self)
+
+    def take(self) -> list:
+        """The queued requests and errors, emptying the queue."""
+        queue, self.queue = self.queue, []
+        return queue
+
+    # ----------------------------------------------------------- output
+    def answer(self, entries: list, replies) -> None:
+        """Write the replies for ``entries`` (taken earlier), in order."""
+        out = []
+        close = False
+        for entry in entries:
+            is_error = isinstance(entry, ProtocolError)
+            reply = entry if is_error else next(replies)
+            if close:
+                continue            # keep the batch's replies in step
+            if is_error:
+                out.append(entry.reply)
+                close = entry.close
+            else:
+                out.append(self.codec.send(entry, reply))
+                close = isinstance(reply, ev.Close)
+        self._write(b"".join(out))
+        if close:
+            self.close()
+
+    def _write(self, data: bytes) -> None:
+        if data and self.transport is not None and not self.closing:
+            self.server.bytes_written += len(data)
+            self.transport.write(data)
+
+    def close(self) -> None:
+        """Close after what was written has been sent."""
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()

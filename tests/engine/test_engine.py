@@ -1,0 +1,239 @@
+"""The engine on a real LMDB directory with the real compiled policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from securecache.engine import Engine, Session
+from securecache.protocol import events as ev
+from securecache.protocol.events import Status, StoreMode
+from securecache.security import open_mac
+from securecache.storage import Storage
+
+LOCAL = "system_u:system_r:securecache_local_t:s0"
+APP = "system_u:system_r:securecache_app_t:s0"
+ADMIN = "system_u:system_r:securecache_admin_t:s0-s0:c0.c1023"
+LOCAL_ITEM = "system_u:object_r:securecache_local_item_t:s0"
+APP_ITEM = "system_u:object_r:securecache_app_item_t:s0"
+
+
+class Clock:
+    def __init__(self, now=1_800_000_000):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def mac():
+    return open_mac("policy", audit="none")
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def engine(tmp_path, mac, clock):
+    storage = Storage(tmp_path / "data", map_size=4 << 20)
+    eng = Engine(storage, mac, clock=clock, max_item_size=64 << 10)
+    yield eng
+    storage.close()
+
+
+def run(engine, request, scontext=LOCAL, session=None):
+    return engine.execute([(session or Session(scontext), request)])[0]
+
+
+def store(engine, key, value, mode=StoreMode.SET, exptime=0, flags=0, cas=0,
+          scontext=LOCAL):
+    return run(engine, ev.Store(mode, key, flags, exptime, value, cas=cas),
+               scontext)
+
+
+def get(engine, *keys, scontext=LOCAL, touch=None):
+    reply = run(engine, ev.Get(list(keys), touch=touch), scontext)
+    return {item.key: item.value for item in reply.items}
+
+
+def test_set_get_and_modes(engine):
+    assert store(engine, b"k", b"v1", flags=7) is Status.STORED
+    assert get(engine, b"k") == {b"k": b"v1"}
+    assert store(engine, b"k", b"x", StoreMode.ADD) is Status.NOT_STORED
+    assert store(engine, b"new", b"x", StoreMode.ADD) is Status.STORED
+    assert store(engine, b"none", b"x", StoreMode.REPLACE) is Status.NOT_STORED
+    assert store(engine, b"k", b"v2", StoreMode.REPLACE) is Status.STORED
+    assert store(engine, b"k", b">", StoreMode.APPEND) is Status.STORED
+    assert store(engine, b"k", b"<", StoreMode.PREPEND) is Status.STORED
+    assert store(engine, b"none", b"x", StoreMode.APPEND) is Status.NOT_STORED
+    reply = run(engine, ev.Get([b"k"]))
+    assert reply.items[0].value == b"<v2>" and reply.items[0].flags == 0
+
+
+def test_cas(engine):
+    store(engine, b"k", b"v")
+    cas = run(engine, ev.Get([b"k"])).items[0].cas
+    assert store(engine, b"k", b"w", StoreMode.CAS, cas=cas + 1) is Status.EXISTS
+    assert store(engine, b"k", b"w", StoreMode.CAS, cas=cas) is Status.STORED
+    assert store(engine, b"k", b"z", StoreMode.CAS, cas=cas) is Status.EXISTS
+    assert store(engine, b"no", b"z", StoreMode.CAS, cas=1) is Status.NOT_FOUND
+
+
+def test_arith(engine):
+    assert run(engine, ev.Arith(b"n", 1)) is Status.NOT_FOUND
+    store(engine, b"n", b"18446744073709551615")
+    assert run(engine, ev.Arith(b"n", 2)).value == 1
+    store(engine, b"n", b"100")
+    assert run(engine, ev.Arith(b"n", 95, incr=False)).value == 5
+    assert get(engine, b"n") == {b"n": b"5  "}          # memcached pads
+    assert run(engine, ev.Arith(b"n", 10, incr=False)).value == 0
+    store(engine, b"s", b"abc")
+    assert run(engine, ev.Arith(b"s", 1)) == ev.ClientError(
+        "cannot increment or decrement non-numeric value")
+    created = run(engine, ev.Arith(b"auto", 1, initial=40))
+    assert created.value == 40 and created.created
+    assert run(engine, ev.Arith(b"auto", 2, initial=40)).value == 42
+
+
+def test_expiry_touch_and_gat(engine, clock):
+    store(engine, b"k", b"v", exptime=10)
+    clock.now += 9
+    assert get(engine, b"k") == {b"k": b"v"}
+    assert run(engine, ev.Touch(b"k", 100)) is Status.TOUCHED
+    clock.now += 50
+    assert get(engine, b"k", touch=5) == {b"k": b"v"}
+    clock.now += 5
+    assert get(engine, b"k") == {}
+    assert run(engine, ev.Touch(b"k", 100)) is Status.NOT_FOUND
+    store(engine, b"neg", b"v", exptime=-1)
+    assert get(engine, b"neg") == {}
+
+
+def test_expired_items_are_swept(engine, clock):
+    for i in range(5):
+        store(engine, b"k%d" % i, b"v", exptime=1)
+    store(engine, b"keep", b"v")
+    clock.now += 2
+    engine.tick()
+    with engine.storage.txn(False) as txn:
+        assert [key for key, _ in txn.scan()] == [b"keep"]
+    assert engine.counters["reclaimed"] == 5
+
+
+def test_delayed_flush(engine, clock):
+    store(engine, b"a", b"1")
+    assert run(engine, ev.FlushAll(10)) is Status.OK
+    store(engine, b"b", b"2")
+    engine.tick()
+    assert get(engine, b"a", b"b") == {b"a": b"1", b"b": b"2"}
+    clock.now += 10
+    engine.tick()
+    assert get(engine, b"a", b"b") == {}
+
+
+def test_new_items_get_the_domain_type_and_keep_it(engine):
+    store(engine, b"mine", b"v")
+    assert run(engine, ev.GetLabel(b"mine")) == ev.Label(LOCAL_ITEM)
+    store(engine, b"app", b"v", scontext=APP)
+    assert run(engine, ev.GetLabel(b"app"), APP) == ev.Label(APP_ITEM)
+    store(engine, b"mine", b"v2", scontext=ADMIN)       # overwrite keeps label
+    assert run(engine, ev.GetLabel(b"mine"), ADMIN) == ev.Label(LOCAL_ITEM)
+
+
+def test_denied_read_is_a_miss_and_write_is_denied(engine):
+    store(engine, b"app", b"secret", scontext=APP)
+    assert get(engine, b"app") == {}
+    assert run(engine, ev.GetLabel(b"app")) is Status.NOT_FOUND
+    assert store(engine, b"app", b"x") == ev.Denied()
+    assert run(engine, ev.Delete(b"app")) == ev.Denied()
+    assert run(engine, ev.Arith(b"app", 1)) == ev.Denied()
+    assert get(engine, b"app", scontext=APP) == {b"app": b"secret"}
+
+
+def test_flush_all_removes_only_what_the_client_may_remove(engine):
+    store(engine, b"app", b"v", scontext=APP)
+    store(engine, b"mine", b"v")
+    assert run(engine, ev.FlushAll()) is Status.OK
+    assert get(engine, b"app", scontext=APP) == {b"app": b"v"}
+    assert get(engine, b"mine") == {}
+    assert run(engine, ev.FlushAll(), APP) == ev.Denied()
+
+
+def test_metadump_lists_visible_keys_in_order(engine):
+    for key in (b"b", b"a", b"c"):
+        store(engine, key, b"v")
+    store(engine, b"app", b"v", scontext=APP)
+    reply = run(engine, ev.MetaDump())
+    assert [item.key for item in reply.items] == [b"a", b"b", b"c"]
+    reply = run(engine, ev.MetaDump(b"b"))
+    assert [item.key for item in reply.items] == [b"b"]
+
+
+def test_relabel_and_createlabel(engine):
+    store(engine, b"k", b"v")
+    assert run(engine, ev.Relabel(b"k", APP_ITEM)) == ev.Denied()
+    assert run(engine, ev.Relabel(b"k", APP_ITEM), ADMIN) is Status.RELABELED
+    assert run(engine, ev.GetLabel(b"k"), ADMIN) == ev.Label(APP_ITEM)
+    assert run(engine, ev.Relabel(b"k", "bogus:ctx"), ADMIN) == ev.ClientError(
+        "invalid security context")
+    assert run(engine, ev.Relabel(b"missing", APP_ITEM), ADMIN) is Status.NOT_FOUND
+    session = Session(ADMIN)
+    assert run(engine, ev.CreateLabel(APP_ITEM), session=session) is Status.OK
+    run(engine, ev.Store(StoreMode.SET, b"c", 0, 0, b"v"), session=session)
+    assert run(engine, ev.GetLabel(b"c"), ADMIN) == ev.Label(APP_ITEM)
+    assert run(engine, ev.CreateLabel("nope"), session=session) == \
+        ev.ClientError("invalid security context")
+
+
+def test_item_size_limit_on_append(engine):
+    store(engine, b"k", b"x" * (60 << 10))
+    assert store(engine, b"k", b"y" * (8 << 10), StoreMode.APPEND) == \
+        ev.ServerError("out of memory storing object")
+
+
+def test_full_map_evicts_oldest_written(engine):
+    value = b"x" * 30000
+    for i in range(400):                       # ~12 MB into a 4 MB map
+        assert store(engine, b"k%03d" % i, value) is Status.STORED
+    assert engine.counters["evictions"] > 0
+    assert get(engine, b"k399") == {b"k399": value}
+    assert get(engine, b"k000") == {}
+
+
+def test_full_map_without_evictions_answers_out_of_memory(tmp_path, mac, clock):
+    storage = Storage(tmp_path / "d", map_size=1 << 20)
+    engine = Engine(storage, mac, clock=clock, evictions=False)
+    replies = [store(engine, b"k%03d" % i, b"x" * 30000) for i in range(60)]
+    assert Status.STORED in replies
+    assert replies[-1] == ev.ServerError("out of memory storing object")
+    storage.close()
+
+
+def test_batch_shares_one_transaction_and_keeps_order(engine):
+    session = Session(LOCAL)
+    replies = engine.execute([
+        (session, ev.Store(StoreMode.SET, b"a", 0, 0, b"1")),
+        (session, ev.Get([b"a"])),
+        (session, ev.Arith(b"a", 4)),
+        (session, ev.Delete(b"a")),
+        (session, ev.Get([b"a"])),
+    ])
+    assert replies[0] is Status.STORED
+    assert replies[1].items[0].value == b"1"
+    assert replies[2].value == 5
+    assert replies[3] is Status.DELETED
+    assert replies[4].items == []
+
+
+def test_stats_groups(engine):
+    store(engine, b"k", b"v")
+    rows = dict(run(engine, ev.Stats("")).rows)
+    assert rows["curr_items"] == 1 and rows["mac_mode"] == "policy"
+    assert "avc_lookups" in rows and rows["cmd_set"] == 1
+    assert dict(run(engine, ev.Stats("items")).rows)["items:1:number"] == 1
+    assert dict(run(engine, ev.Stats("settings")).rows)["item_size_max"] == 64 << 10
+    assert run(engine, ev.Stats("reset")) is Status.RESET
+    assert run(engine, ev.Stats(""), APP).rows     # app may read stats
+    assert run(engine, ev.Verbosity(1), APP) == ev.Denied()

@@ -1,0 +1,223 @@
+"""The text codec: every request fed whole, byte by byte, and with trailing data."""
+
+from __future__ import annotations
+
+import pytest
+
+from securecache.protocol import events as ev
+from securecache.protocol.events import ProtocolError, StoreMode
+from securecache.protocol.text import NEED_DATA, NOREPLY, TextCodec
+
+TRAILER = b"version\r\n"
+
+
+def drain(codec: TextCodec) -> list:
+    out = []
+    while True:
+        try:
+            event = codec.next_event()
+        except ProtocolError as error:
+            out.append(("error", error.reply, error.close))
+            if error.close:
+                return out
+            continue
+        if event is NEED_DATA:
+            return out
+        out.append(event)
+
+
+def parse(data: bytes, mode: str, **kwargs) -> list:
+    codec = TextCodec(**kwargs)
+    events = []
+    if mode == "whole":
+        codec.receive_data(data)
+        events = drain(codec)
+    elif mode == "bytes":
+        for i in range(len(data)):
+            codec.receive_data(data[i:i + 1])
+            events += drain(codec)
+            if events and isinstance(events[-1], tuple) and events[-1][2]:
+                break
+    else:
+        codec.receive_data(data + TRAILER)
+        events = drain(codec)
+        if not (events and isinstance(events[-1], tuple) and events[-1][2]):
+            assert events[-1] == ev.Version(), events
+            events = events[:-1]
+    return events
+
+
+MODES = ("whole", "bytes", "trailing")
+
+
+def each_mode(data: bytes, **kwargs) -> list:
+    """Parse in all three ways; they must agree. The agreed events."""
+    results = [parse(data, mode, **kwargs) for mode in MODES]
+    assert results[0] == results[1] == results[2], results
+    return results[0]
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"get k\r\n", [ev.Get([b"k"], tag=0)]),
+    (b"get a b c\r\n", [ev.Get([b"a", b"b", b"c"], tag=0)]),
+    (b"gets a b\r\n", [ev.Get([b"a", b"b"], tag=2)]),
+    (b"gat 10 a b\r\n", [ev.Get([b"a", b"b"], touch=10, tag=0)]),
+    (b"gats -1 a\r\n", [ev.Get([b"a"], touch=-1, tag=2)]),
+    (b"get k\n", [ev.Get([b"k"], tag=0)]),
+    (b"delete k\r\n", [ev.Delete(b"k", tag=0)]),
+    (b"delete k 0\r\n", [ev.Delete(b"k", tag=0)]),
+    (b"delete k noreply\r\n", [ev.Delete(b"k", tag=NOREPLY)]),
+    (b"incr k 5\r\n", [ev.Arith(b"k", 5, incr=True, tag=0)]),
+    (b"decr k 18446744073709551615 noreply\r\n",
+     [ev.Arith(b"k", (1 << 64) - 1, incr=False, tag=NOREPLY)]),
+    (b"touch k 10\r\n", [ev.Touch(b"k", 10, tag=0)]),
+    (b"flush_all\r\n", [ev.FlushAll(0, tag=0)]),
+    (b"flush_all 5 noreply\r\n", [ev.FlushAll(5, tag=NOREPLY)]),
+    (b"flush_all -1\r\n", [ev.FlushAll(0, tag=0)]),
+    (b"stats\r\n", [ev.Stats("")]),
+    (b"stats settings\r\n", [ev.Stats("settings")]),
+    (b"stats items\r\n", [ev.Stats("items")]),
+    (b"stats slabs\r\n", [ev.Stats("slabs")]),
+    (b"stats conns\r\n", [ev.Stats("conns")]),
+    (b"stats reset\r\n", [ev.Stats("reset")]),
+    (b"verbosity 1\r\n", [ev.Verbosity(1, tag=0)]),
+    (b"quit\r\n", [ev.Quit()]),
+    (b"shutdown\r\n", [ev.Shutdown()]),
+    (b"lru_crawler metadump all\r\n", [ev.MetaDump(b"")]),
+    (b"lru_crawler metadump user:\r\n", [ev.MetaDump(b"user:")]),
+    (b"relabel k system_u:object_r:x_t:s0\r\n",
+     [ev.Relabel(b"k", "system_u:object_r:x_t:s0", tag=0)]),
+    (b"getlabel k\r\n", [ev.GetLabel(b"k")]),
+    (b"createlabel default\r\n", [ev.CreateLabel(None)]),
+    (b"createlabel a:b:c:s0\r\n", [ev.CreateLabel("a:b:c:s0")]),
+    (b"whoami\r\n", [ev.WhoAmI(tag=4)]),
+])
+def test_simple_commands(data, expected):
+    assert each_mode(data) == expected
+
+
+@pytest.mark.parametrize("verb, mode", [
+    (b"set", StoreMode.SET), (b"add", StoreMode.ADD),
+    (b"replace", StoreMode.REPLACE), (b"append", StoreMode.APPEND),
+    (b"prepend", StoreMode.PREPEND)])
+def test_storage_commands(verb, mode):
+    data = verb + b" k 5 100 3\r\nabc\r\n"
+    assert each_mode(data) == [ev.Store(mode, b"k", 5, 100, b"abc", tag=0)]
+
+
+def test_cas_and_noreply_and_binary_data():
+    value = bytes(range(256)) + b"\r\n\r\n"
+    data = b"cas k 4294967295 0 %d 77 noreply\r\n%s\r\n" % (len(value), value)
+    assert each_mode(data) == [ev.Store(StoreMode.CAS, b"k", 4294967295, 0,
+                                        value, cas=77, tag=NOREPLY)]
+
+
+def test_pipelined_requests_keep_order():
+    data = b"set a 0 0 1\r\n1\r\nget a\r\ndelete a\r\nbogus\r\nget a\r\n"
+    events = each_mode(data)
+    assert [type(e).__name__ if not isinstance(e, tuple) else e[1]
+            for e in events] == ["Store", "Get", "Delete", b"ERROR\r\n", "Get"]
+
+
+BAD_FORMAT = ("error", b"CLIENT_ERROR bad command line format\r\n", False)
+ERROR = ("error", b"ERROR\r\n", False)
+
+
+@pytest.mark.parametrize("data, expected", [
+    # a bad command line is refused without reading the data block, which
+    # is then parsed as a command (memcached 1.6.18 does the same)
+    (b"set " + b"a" * 251 + b" 0 0 3\r\nabc\r\n", [BAD_FORMAT, ERROR]),
+    (b"set k 0 0 -1\r\nabc\r\n", [BAD_FORMAT, ERROR]),
+    (b"set k 0 0 xx\r\nabc\r\n", [BAD_FORMAT, ERROR]),
+    (b"set k zz 0 3\r\nabc\r\n", [BAD_FORMAT, ERROR]),
+    (b"set k 0 x 3\r\nabc\r\n", [BAD_FORMAT, ERROR]),
+    (b"set k -1 0 1\r\na\r\n", [BAD_FORMAT, ERROR]),
+    (b"set k 4294967296 0 1\r\na\r\n", [BAD_FORMAT, ERROR]),
+    (b"set k 0 0 3x\r\nabc\r\n", [BAD_FORMAT, ERROR]),
+    (b"set a\x01b 0 0 1\r\nx\r\n", [BAD_FORMAT, ERROR]),
+    (b"set k 0 0 1 noreply extra\r\na\r\n", [ERROR, ERROR]),
+    (b"set k 0 0\r\n", [ERROR]),
+    (b"cas k 0 0 1\r\na\r\n", [ERROR, ERROR]),
+    (b"set k 0 0 -1 noreply\r\n", [("error", b"", False)]),
+    # the block is read whole; a wrong terminator is a bad data chunk
+    (b"set k 0 0 5\r\nabc\r\nxy", [("error", b"CLIENT_ERROR bad data chunk\r\n", False)]),
+    (b"set k 0 0 2\r\nabcdef\r\n",
+     [("error", b"CLIENT_ERROR bad data chunk\r\n", False), ERROR]),
+    (b"set k 0 0 2 noreply\r\nabcd\r\n", [("error", b"", False), ERROR]),
+    (b"get " + b"a" * 251 + b"\r\n", [BAD_FORMAT]),
+    (b"get a " + b"b" * 251 + b" c\r\n", [BAD_FORMAT]),
+    (b"get\r\n", [ERROR]),
+    (b"foo bar\r\n", [ERROR]),
+    (b"\r\n", [ERROR]),
+    (b"touch k\r\n", [ERROR]),
+    (b"touch k x\r\n", [("error", b"CLIENT_ERROR invalid exptime argument\r\n", False)]),
+    (b"gat k\r\n", [("error", b"CLIENT_ERROR invalid exptime argument\r\n", False)]),
+    (b"incr k x\r\n", [("error", b"CLIENT_ERROR invalid numeric delta argument\r\n", False)]),
+    (b"incr k -1\r\n", [("error", b"CLIENT_ERROR invalid numeric delta argument\r\n", False)]),
+    (b"incr k 18446744073709551616\r\n",
+     [("error", b"CLIENT_ERROR invalid numeric delta argument\r\n", False)]),
+    (b"incr k x noreply\r\n", [("error", b"", False)]),
+    (b"delete k 5\r\n", [("error", b"CLIENT_ERROR bad command line format.  "
+                          b"Usage: delete <key> [noreply]\r\n", False)]),
+    (b"flush_all x\r\n", [("error", b"CLIENT_ERROR invalid exptime argument\r\n", False)]),
+    (b"verbosity\r\n", [ERROR]),
+    (b"verbosity x\r\n", [BAD_FORMAT]),
+    (b"verbosity noreply\r\n", [("error", b"", False)]),
+    (b"verbosity foo bar my\r\n", [ERROR]),
+    (b"stats nope\r\n", [ERROR]),
+])
+def test_errors_as_memcached(data, expected):
+    assert each_mode(data) == expected
+
+
+def test_oversized_block_is_swallowed():
+    data = b"set k 0 0 2000\r\n" + b"x" * 2000 + b"\r\nget k\r\n"
+    events = each_mode(data, max_item_size=1024)
+    assert events == [("error", b"SERVER_ERROR object too large for cache\r\n",
+                       False), ev.Get([b"k"], tag=0)]
+
+
+def test_long_line_without_newline_closes():
+    events = each_mode(b"x" * 65536)
+    assert events == [("error", b"CLIENT_ERROR line too long\r\n", True)]
+
+
+def test_long_get_line_waits_for_its_newline():
+    keys = b" ".join(b"k%d" % i for i in range(6000))
+    events = each_mode(b"get " + keys + b"\r\n")
+    assert len(events) == 1 and len(events[0].keys) == 6000
+
+
+def test_key_of_250_bytes_is_fine():
+    key = b"a" * 250
+    assert each_mode(b"get " + key + b"\r\n") == [ev.Get([key], tag=0)]
+
+
+REPLIES = [
+    (ev.Get([b"k"], tag=0), ev.Values([ev.Item(b"k", 5, b"abc", 9)]),
+     b"VALUE k 5 3\r\nabc\r\nEND\r\n"),
+    (ev.Get([b"k"], tag=2), ev.Values([ev.Item(b"k", 5, b"abc", 9)]),
+     b"VALUE k 5 3 9\r\nabc\r\nEND\r\n"),
+    (ev.Get([b"k"], tag=0), ev.Values([]), b"END\r\n"),
+    (ev.Store(StoreMode.SET, b"k", 0, 0, b""), ev.Status.STORED, b"STORED\r\n"),
+    (ev.Store(StoreMode.SET, b"k", 0, 0, b"", tag=NOREPLY), ev.Status.STORED,
+     b""),
+    (ev.Store(StoreMode.SET, b"k", 0, 0, b"", tag=NOREPLY),
+     ev.ServerError("out of memory storing object"),
+     b"SERVER_ERROR out of memory storing object\r\n"),
+    (ev.Arith(b"k", 1), ev.Number(42), b"42\r\n"),
+    (ev.Delete(b"k"), ev.Denied(), b"CLIENT_ERROR access denied\r\n"),
+    (ev.Stats(""), ev.StatsReply([("pid", 1), ("mac_mode", "policy")]),
+     b"STAT pid 1\r\nSTAT mac_mode policy\r\nEND\r\n"),
+    (ev.Version(), ev.VersionReply("1.6.18"), b"VERSION 1.6.18\r\n"),
+    (ev.GetLabel(b"k"), ev.Label("a:b:c:s0"), b"LABEL a:b:c:s0\r\n"),
+    (ev.WhoAmI(tag=4), ev.Label("a:b:c:s0"), b"CONTEXT a:b:c:s0\r\n"),
+    (ev.MetaDump(b""), ev.KeyList([ev.Item(b"a b", 0, None, 3, 0, 5)], 100),
+     b"key=a%20b exp=-1 la=100 cas=3 fetch=no cls=1 size=5\nEND\r\n"),
+    (ev.Quit(), ev.Close(), b""),
+]
+
+
+@pytest.mark.parametrize("request_, reply, expected", REPLIES)
+def test_replies(request_, reply, expected):
+    assert TextCodec().send(request_, reply) == expected
