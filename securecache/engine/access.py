@@ -60,7 +60,7 @@ class Access:
         every item: a hidden item there is not an attempt on that item.
         """
         return self.mac.has_perm(session.scontext, self.label_of(txn, record),
-                                 self.ITEM, perm, key=key)  # TODO-AUDIT
+                                 self.ITEM, perm, key=key, audit=audit)
 
     def require(self, session: Session, txn: Txn, record: Record, perm: str,
                 key: bytes) -> None:

@@ -19,7 +19,8 @@ Any other body longer than ``max_body`` (max item size + header room)
 answers 0x03 and closes. SASL LIST MECHS becomes a ``Noop`` answered
 "PLAIN"; SASL AUTH/STEP with PLAIN becomes ``Authenticate``.
 
-This module imports nothing of ours but ``events``.
+This module imports nothing of ours but ``events`` (and ``text`` for the
+shared ``NEED_DATA`` sentinel).
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ import struct
 from typing import Callable, NamedTuple
 
 from . import events as ev
-from .events import ProtocolError
+from .events import NEED_DATA, ProtocolError
 
-NEED_DATA = object()
-"""Returned by ``next_event`` when more bytes are needed."""
+__all__ = ["BinaryCodec", "BinTag", "NEED_DATA", "Op", "St", "is_binary",
+           "packet"]
 
 HEADER = struct.Struct(">BBHBBHIIQ")
 REQUEST, RESPONSE = 0x80, 0x81

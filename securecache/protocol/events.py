@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+NEED_DATA = object()
+"""Returned by a codec's ``next_event`` when more bytes are needed."""
+
+
 class StoreMode(enum.Enum):
     """How a store request treats an existing (or missing) item."""
 

@@ -43,6 +43,9 @@ from typing import Callable
 from . import events as ev
 from .events import ProtocolError
 
+__all__ = ["MetaCodec", "MetaTag", "NEED_DATA", "READERS", "UNSUPPORTED",
+           "is_meta", "render"]
+
 KEY_MAX = 250
 OPAQUE_MAX = 32               # the whole token, 'O' included
 MAX_TOKENS = 19               # command + key (+ datalen) + flags, split
@@ -69,7 +72,6 @@ TOO_LARGE = b"SERVER_ERROR object too large for cache\r\n"
 DENIED = b"CLIENT_ERROR access denied\r\n"
 
 _SIGNED = re.compile(rb"[+-]?[0-9]+\Z")
-_UNSIGNED = re.compile(rb"\+?[0-9]+\Z")
 
 
 @dataclass(slots=True)
@@ -93,10 +95,10 @@ def _strtol(arg: bytes) -> int | None:
 
 
 def _strtoull(arg: bytes) -> int | None:
-    if not _UNSIGNED.match(arg):
+    if not _SIGNED.match(arg):
         return None
-    value = int(arg)
-    return value if value <= U64 else None
+    value = int(arg)            # strtoull takes "-0" but no other negative
+    return value if 0 <= value <= U64 else None
 
 
 def _client_flags(arg: bytes) -> int | None:
@@ -153,11 +155,12 @@ def _preparse(command: bytes, key: bytes, tokens: list[bytes]):
             raise ProtocolError(FLAG_ERROR.get(command, DUPLICATE_FLAG))
         if flag not in known:
             raise ProtocolError(FLAG_ERROR.get(command, INVALID_FLAG))
-        parse, error = FLAG_ARGS.get(flag, (None, KEEP))
-        values[flag] = parse(token[1:]) if parse else True
         if flag == ord("b"):
             key, error = _decode_key(key), BAD_KEY
             values[flag] = key is not None
+        else:
+            parse, error = FLAG_ARGS.get(flag, (None, KEEP))
+            values[flag] = parse(token[1:]) if parse else True
         if values[flag] is None or values[flag] is False:
             failed, message = True, error or message
     if failed:
@@ -261,9 +264,10 @@ def _read_ma(codec, tokens):
         raise ProtocolError(BAD_MA_MODE)
     _check_opaque(tokens[2:])
     vivify = values.get(ord("N"))
+    initial = None if vivify is None else values.get(ord("J"), 0)
     return ev.Arith(tag.key, values.get(ord("D"), 1), incr=incr,
-                    initial=None if vivify is None else values.get(ord("J"), 0),
-                    exptime=vivify or 0, cas=values.get(ord("C"), 0), tag=tag)
+                    initial=initial, exptime=vivify or 0,
+                    cas=values.get(ord("C"), 0), tag=tag)
 
 
 def _read_me(codec, tokens):
@@ -309,10 +313,15 @@ def _ttl(exptime: int | None, clock: Callable[[], float]) -> int | None:
     return -1 if exptime == 0 else max(exptime - int(clock()), 0)
 
 
-def _key_token(tag: MetaTag) -> bytes:
+def _wire_key(tag: MetaTag) -> bytes:
+    """The key as the client wrote it (base64 again if it came so)."""
     if tag.base64:
-        return b"k" + binascii.b2a_base64(tag.key, newline=False) + b" b"
-    return b"k" + tag.key
+        return binascii.b2a_base64(tag.key, newline=False)
+    return tag.key
+
+
+def _key_token(tag: MetaTag) -> bytes:
+    return b"k" + _wire_key(tag) + (b" b" if tag.base64 else b"")
 
 
 def _item_facts(item: ev.Item, tag: MetaTag) -> _Facts:
@@ -393,7 +402,7 @@ def _render_debug(reply: ev.Values, tag: MetaTag) -> bytes:
     if not reply.items:
         return b"EN\r\n"
     item = reply.items[0]
-    key = binascii.b2a_base64(tag.key, newline=False) if tag.base64 else tag.key
+    key = _wire_key(tag)
     # memcached prints exp as (now - exptime): negative while the item lives
     exp = -1 if item.exptime == 0 else int(tag.clock()) - item.exptime
     fields = [b"exp=%d" % exp]

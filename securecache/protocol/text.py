@@ -28,10 +28,7 @@ from typing import Callable
 from urllib.parse import quote_from_bytes
 
 from . import events as ev
-from .events import ProtocolError
-
-NEED_DATA = object()
-"""Returned by ``next_event`` when more bytes are needed."""
+from .events import NEED_DATA, ProtocolError
 
 KEY_MAX = 250
 MAX_LINE = 2048
@@ -330,6 +327,8 @@ class TextCodec:
     # ----------------------------------------------------------- output
     def send(self, request, reply) -> bytes:
         """The bytes that answer ``request`` with ``reply``."""
+        if is_meta(request):
+            return render_meta(request, reply)
         tag = getattr(request, "tag", 0) or 0
         if tag & NOREPLY and not isinstance(reply, ev.ServerError):
             return b""
@@ -422,3 +421,9 @@ READERS: dict[bytes, Callable] = {
     b"createlabel": TextCodec._read_createlabel,
     b"whoami": TextCodec._read_whoami,
 }
+
+# Meta commands share the text connection (memcached does the same).
+from .meta import READERS as META_READERS  # noqa: E402
+from .meta import is_meta, render as render_meta  # noqa: E402
+
+READERS.update(META_READERS)

@@ -9,8 +9,8 @@
 
 open_mac(mode="auto", policy=None, booleans=None, permissive=False,
          cache_context=None, audit="stderr", *, default_item_context=None)
-    mode      "auto": kernel if SELinux is enabled (and no policy file is
-              given), else policy.  "policy" without a policy file uses the
+    mode      "auto": kernel if SELinux is enabled (and neither a policy nor
+              a booleans file is given), else policy.  "policy" without a policy file uses the
               embedded default (policy/base.cil + securecache.cil).
     policy    binary policy file (--policy); booleans: `name=true|false` file
     permissive  log denials once, then allow (--permissive)
@@ -21,9 +21,11 @@ Raises PolicyLoadError (policy, booleans, library), InvalidContextError
 (cache context) or MissingClassesError (enforcing, classes missing).
 
 MAC (all contexts are str):
-    has_perm(scontext, tcontext, tclass, perm, *, key=None) -> bool
+    has_perm(scontext, tcontext, tclass, perm, *, key=None, audit=True) -> bool
         every check; cached (AVC); audits; True if allowed or permissive.
         An invalid scontext/tcontext is checked as the unlabeled context.
+        audit=False: no audit line, no denial counted (listings such as
+        metadump and flush_all passing over items: avc_has_perm_noaudit).
     create_label(scontext, key: bytes) -> str
         label of a new kv_item made by scontext (name-based rules see key);
         raises SecurityError (deny the creation) if there is none.

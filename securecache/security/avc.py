@@ -63,10 +63,15 @@ class AVC:
         server.add_reload_listener(self.flush)
 
     # ------------------------------------------------------------ hot path
-    def has_perm(self, scontext, tcontext, tclass, perm, *, key=None):
+    def has_perm(self, scontext, tcontext, tclass, perm, *, key=None, audit=True):
         """True if `scontext` may `perm` on `tcontext` of class `tclass`
         (or the denial is not enforced: permissive).  `key` (bytes) goes
-        into the audit line."""
+        into the audit line.
+
+        audit=False (libselinux's avc_has_perm_noaudit, for listings that
+        pass over every item: metadump, flush_all): no audit line, no
+        denial counted, and a permissive denial is allowed without being
+        marked as logged, so the next audited check still logs it."""
         if self._poll is not None:
             self._poll()
         self.lookups += 1
@@ -80,9 +85,11 @@ class AVC:
         if bit is None:
             bit = self._bit(tclass, perm)
         if entry.allowed & bit:
-            if entry.auditallow & bit:
+            if entry.auditallow & bit and audit:
                 self.audit.avc(False, (perm,), entry.scontext, entry.tcontext, tclass, key=key)
             return True
+        if not audit:
+            return self._denied_quietly(entry, bit)
         return self._denied(entry, bit, tclass, perm, key)
 
     # ------------------------------------------------------------ misses
@@ -123,6 +130,11 @@ class AVC:
         if permissive:
             entry.allowed |= bit
         return permissive
+
+    def _denied_quietly(self, entry, bit):
+        if bit == 0 and self.server.allows_unknown:
+            return True
+        return self._permissive_for(entry)
 
     def _unknown(self, entry, tclass, perm, key):
         if self.server.allows_unknown:

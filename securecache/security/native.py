@@ -15,6 +15,7 @@ process (setools and libselinux load libsepol.so.2).
 import ctypes
 import os
 import subprocess
+import sysconfig
 import threading
 from pathlib import Path
 
@@ -23,8 +24,9 @@ from .servers import PolicyLoadError
 PACKAGE_DIR = Path(__file__).resolve().parent
 SOURCE = PACKAGE_DIR / "native" / "scsepol.c"
 LIB_NAME = "libsecurecache-sepol.so"
+_MULTIARCH = sysconfig.get_config_var("MULTIARCH") or "x86_64-linux-gnu"
 STATIC_LIBSEPOL = Path(os.environ.get(
-    "SECURECACHE_LIBSEPOL_A", "/usr/lib/x86_64-linux-gnu/libsepol.a"))
+    "SECURECACHE_LIBSEPOL_A", f"/usr/lib/{_MULTIARCH}/libsepol.a"))
 
 _lock = threading.Lock()
 _loaded = None

@@ -5,7 +5,8 @@ request (or protocol error) it yields, then asks the ``Batcher`` to run
 the queue at the end of this event-loop turn. The batcher sends the
 replies back through ``answer``. Flow control: when the transport's write
 buffer is above its high-water mark (the client is not reading its
-replies) the connection stops reading until it drains; the codec's input
+replies) the connection stops reading until it drains. The codec is
+chosen from the first byte (0x80: binary, else text and meta); the codec's input
 buffer is bounded by the protocol's own limits (line length, item size).
 """
 
@@ -15,8 +16,9 @@ import asyncio
 import time
 
 from ..protocol import events as ev
-from ..protocol.events import ProtocolError
-from ..protocol.text import NEED_DATA, TextCodec
+from ..protocol.binary import BinaryCodec, is_binary
+from ..protocol.events import NEED_DATA, ProtocolError
+from ..protocol.text import TextCodec
 
 WRITE_HIGH_WATER = 1 << 20
 
@@ -26,7 +28,7 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, server) -> None:
         self.server = server
-        self.codec = TextCodec(server.engine.max_item_size)
+        self.codec = None       # chosen from the first byte, as memcached does
         self.transport: asyncio.Transport | None = None
         self.session = None
         self.queue: list = []
@@ -62,6 +64,9 @@ class Connection(asyncio.Protocol):
             return
         self.server.bytes_read += len(data)
         self.last_command = time.monotonic()
+        if self.codec is None:
+            codec = BinaryCodec if is_binary(data[0]) else TextCodec
+            self.codec = codec(self.server.engine.max_item_size)
         self.codec.receive_data(data)
         while True:
             try:

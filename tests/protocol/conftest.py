@@ -3,7 +3,7 @@
 How this works: ``memcached`` starts a real memcached on a free loopback
 port for the session (killed at the end) so tests can send it the same
 bytes they feed a codec and compare replies byte for byte. Each helper
-appends a sentinel (``mn`` or a binary NOOP with a marker opaque) so a
+appends a sentinel (a meta miss or a binary NOOP with a marker opaque) so a
 reply is read to its exact end without sleeping. ``parse_all_ways`` feeds
 a codec whole, byte by byte and with trailing data, and checks that all
 three give the same events.
@@ -24,6 +24,8 @@ from securecache.protocol.events import Noop, ProtocolError
 
 MEMCACHED = shutil.which("memcached") or "/usr/sbin/memcached"
 SENTINEL_OPAQUE = 0x5E4714E1
+META_END = b"mg __end_of_reply__ k O5e4714e1\r\n"   # never stored: a miss
+META_END_REPLY = b"EN k__end_of_reply__ O5e4714e1\r\n"
 BINARY_NOOP = struct.pack(">BBHBBHIIQ", 0x80, 0x0A, 0, 0, 0, 0, 0,
                           SENTINEL_OPAQUE, 0)
 NEED_DATA = (meta.NEED_DATA, binary.NEED_DATA)
@@ -99,9 +101,10 @@ class Conn:
 
     def meta(self, data: bytes) -> bytes:
         """memcached's reply to text/meta ``data`` (must stay open)."""
-        self.sock.sendall(data + b"mn\r\n")
+        self.sock.sendall(data + META_END)
         reply, closed = self._read_until(
-            lambda d: len(d) - 4 if d.endswith(b"MN\r\n") else None)
+            lambda d: len(d) - len(META_END_REPLY)
+            if d.endswith(META_END_REPLY) else None)
         assert not closed
         return reply
 

@@ -14,9 +14,10 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from securecache.protocol import events as ev
 from securecache.protocol.meta import (MetaCodec, MetaTag, READERS, is_meta,
@@ -234,7 +235,8 @@ def test_ms_quiet_hides_hd_only(mc, one):
 
 
 def test_ms_success_leaves_out_c_until_store_returns_a_cas(one):
-    assert render(one(b"ms k 1 c k\r\nx\r\n"), ev.Status.STORED) == b"HD kk\r\n"
+    request = one(b"ms k 1 c k\r\nx\r\n")
+    assert render(request, ev.Status.STORED) == b"HD kk\r\n"
 
 
 def test_ms_value_too_large_is_swallowed(mc, parse, run_whole):
@@ -384,21 +386,27 @@ def test_readers_table_uses_text_calling_convention():
     assert block.finish(b"ab").value == b"ab"
 
 
-WIRING = '''
-from .meta import READERS as _META_READERS, render as _render_meta  # noqa
-from .meta import is_meta as _is_meta  # noqa: E402
-READERS.update(_META_READERS)
-_text_send = TextCodec.send
+# The wiring proposed for text.py: two lines at its end, two in send().
+WIRING_TAIL = """
+from .meta import READERS as META_READERS  # noqa: E402
+from .meta import is_meta, render as render_meta  # noqa: E402
+READERS.update(META_READERS)
+"""
+SEND_DOC = '"""The bytes that answer ``request`` with ``reply``."""'
+SEND_ANCHOR = " " * 8 + SEND_DOC + "\n"
+WIRING_SEND = """        if is_meta(request):
+            return render_meta(request, reply)
+"""
 
 
-def _send(self, request, reply):
-    if _is_meta(request):
-        return _render_meta(request, reply)
-    return _text_send(self, request, reply)
+def _wire(text_py) -> None:
+    source = text_py.read_text()
+    if "from .meta import" in source:
+        return                                  # the lead has wired it
+    assert source.count(SEND_ANCHOR) == 1, "TextCodec.send changed"
+    source = source.replace(SEND_ANCHOR, SEND_ANCHOR + WIRING_SEND)
+    text_py.write_text(source + WIRING_TAIL)
 
-
-TextCodec.send = _send
-'''
 
 CHECK = '''
 import importlib, sys
@@ -416,15 +424,89 @@ print(codec.send(get, ev.Values([])), codec.send(store, ev.Status.STORED))
 
 @pytest.mark.parametrize("order", ["text,meta", "meta,text"])
 def test_proposed_text_wiring_works_in_either_import_order(tmp_path, order):
-    """The lines proposed for text.py, applied to a copy of the package."""
+    """The lines proposed for text.py (applied to a copy of the package
+    unless text.py has them already) work whichever module loads first."""
     import securecache
     source = securecache.__path__[0]
     copy = tmp_path / "securecache"
     shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    text_py = copy / "protocol" / "text.py"
-    text_py.write_text(text_py.read_text() + textwrap.dedent(WIRING))
+    _wire(copy / "protocol" / "text.py")
     done = subprocess.run([sys.executable, "-c", CHECK, order],
                           cwd=tmp_path, capture_output=True, text=True,
                           env={"PYTHONPATH": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "b'EN kfoo\\r\\n' b''"
+
+
+# ---------------------------------------------- differential fuzzing
+VALID_FLAGS = "bTlOPLkstcfvhuqFCMJDI"
+INT = st.from_regex(r"[+-]?[0-9]{1,9}", fullmatch=True)
+WIDE = st.from_regex(r"-?[0-9]{1,21}", fullmatch=True)
+WORD = st.from_regex(r"[a-zA-Z0-9+-]{0,40}", fullmatch=True)
+TYPED_ARG = {"T": INT, "F": WIDE, "C": WIDE, "J": WIDE, "D": WIDE,
+             "M": st.sampled_from("ISEAPR+-DX"), "O": WORD}
+CLEAN = st.lists(st.sampled_from(VALID_FLAGS), unique=True,
+                 max_size=18).flatmap(lambda flags: st.tuples(*[
+                     st.tuples(st.just(f), TYPED_ARG.get(
+                         f, st.sampled_from(["", "", "x1"]))) for f in flags]))
+SOUP = st.lists(st.tuples(st.sampled_from(VALID_FLAGS + "xzSWZ"),
+                          st.one_of(st.just(""), INT, WIDE, WORD)),
+                max_size=22)
+KEYS = st.integers(0, 9).flatmap(lambda n: st.just("k" * 247) if n == 0 else
+                                 st.from_regex(r"[a-zA-Z0-9]{1,12}",
+                                               fullmatch=True))
+MISS_REPLY = {b"mg": ev.Values([]), b"md": ev.Status.NOT_FOUND,
+              b"ma": ev.Status.NOT_FOUND}
+REFUSED = {b"mg": "NR", b"md": "I", b"ma": "T"}   # see UNSUPPORTED
+
+
+@settings(max_examples=400, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(command=st.sampled_from(sorted(MISS_REPLY)), key=KEYS,
+       flags=st.one_of(CLEAN, SOUP))
+def test_random_flags_on_a_missing_key_answer_as_memcached(mc, feed, command,
+                                                           key, flags):
+    """Any flag soup for a key that does not exist: same bytes as 1.6.18
+    (flags that change state or that the engine refuses are left out)."""
+    line = " ".join([command.decode(), "miss" + key] + [
+        f + a for f, a in flags if f not in REFUSED[command]]).encode()
+    line += b"\r\n"
+    events = feed(codec, [line])
+    assert len(events) == 1
+    event = events[0]
+    ours = event[1] if isinstance(event, tuple) else render(
+        event, MISS_REPLY[command])
+    assert ours == mc.meta(line)
+
+
+MS_CLEAN = st.lists(st.sampled_from("bTOkqFCMIPLstv"), unique=True,
+                    max_size=16).flatmap(lambda flags: st.tuples(*[
+                        st.tuples(st.just(f), TYPED_ARG.get(f, st.just("")))
+                        for f in flags]))
+MS_SOUP = st.lists(st.tuples(st.sampled_from("bTOkqFCMIJDNRxS"),
+                             st.one_of(st.just(""), INT, WIDE, WORD)),
+                   max_size=18)
+CODES = {b"HD": ev.Status.STORED, b"NS": ev.Status.NOT_STORED,
+         b"NF": ev.Status.NOT_FOUND, b"EX": ev.Status.EXISTS, b"": None}
+
+
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=KEYS, size=st.integers(0, 12), bad_size=st.booleans(),
+       flags=st.one_of(MS_CLEAN, MS_SOUP))
+def test_random_ms_lines_answer_as_memcached(mc, feed, key, size, bad_size,
+                                             flags):
+    """ms with any flags (but c and E) on an empty cache: same bytes as
+    1.6.18, including which data blocks are swallowed after an error."""
+    mc.meta(b"flush_all\r\n")
+    datalen = f"{size}x" if bad_size else str(size)
+    line = " ".join(["ms", "miss" + key, datalen] + [f + a for f, a in flags])
+    data = line.encode() + b"\r\n" + b"x" * size + b"\r\n"
+    real = mc.meta(data)
+    ours = b""
+    for event in feed(codec, [data]):
+        if isinstance(event, tuple):
+            ours += event[1]
+        else:
+            ours += render(event, CODES[real[:2]] or ev.Status.STORED)
+    assert ours == real

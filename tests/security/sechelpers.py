@@ -61,8 +61,19 @@ def parse_context(ctx):
 
 
 def format_level(level):
+    """('s0', {1, 2, 3, 7}) -> 's0:c1.c3,c7' (runs of 3+ as ranges)."""
     sens, cats = level
-    return sens + (":" + ",".join(f"c{c}" for c in sorted(cats)) if cats else "")
+    parts, run = [], []
+    for cat in sorted(cats) + [None]:
+        if run and (cat is None or cat != run[-1] + 1):
+            if len(run) >= 3:
+                parts.append(f"c{run[0]}.c{run[-1]}")
+            else:
+                parts += [f"c{c}" for c in run]
+            run = []
+        if cat is not None:
+            run.append(cat)
+    return sens + (":" + ",".join(parts) if parts else "")
 
 
 def format_context(user, role, type_, rng):

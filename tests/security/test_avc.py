@@ -129,3 +129,23 @@ def test_cache_is_bounded(server, audit_log):
     for cat in range(10):
         avc.has_perm(H.ADMIN, H.item("securecache_app_item_t", f"s0:c{cat}"), ITEM, "read")
     assert len(avc._cache) <= 4
+
+
+def test_noaudit_checks(server, audit_log, audit_file):
+    avc = AVC(server, audit_log)
+    assert not avc.has_perm(H.APP, SECRET, ITEM, "read", audit=False)
+    assert avc.has_perm(H.ADMIN, SECRET, ITEM, "read", audit=False)       # auditallow: silent
+    assert not avc.has_perm(H.APP, SHARED, ITEM, "frobnicate", audit=False)
+    assert H.read_lines(audit_file) == [] and avc.stats()["avc_denials"] == 0
+    assert avc.stats()["avc_lookups"] == 3
+
+
+def test_noaudit_in_permissive_mode_does_not_use_up_the_one_log(server, audit_log, audit_file):
+    avc = AVC(server, audit_log, permissive=True)
+    assert avc.has_perm(H.APP, SECRET, ITEM, "read", audit=False)
+    assert H.read_lines(audit_file) == []
+    assert avc.has_perm(H.APP, SECRET, ITEM, "read")
+    assert avc.has_perm(H.APP, SECRET, ITEM, "read")
+    assert len(H.read_lines(audit_file)) == 1
+    enforcing = AVC(server, audit_log)
+    assert enforcing.has_perm(H.PERMISSIVE, SECRET, ITEM, "read", audit=False)   # typepermissive

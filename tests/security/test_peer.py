@@ -115,30 +115,30 @@ def test_unix_socketpair_credentials_and_no_label():
         assert identify(a, contexts, user="x", default=H.LOCAL) == H.ADMIN
 
 
-def test_unix_peer_with_another_uid(tmp_path):
-    path = str(tmp_path / "s")
+def test_unix_peer_with_another_uid():
+    address = f"\0securecache-test-{os.getpid()}"          # abstract: no file permissions
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    os.chmod(tmp_path, 0o777)
-    os.chmod(path, 0o777)
+    server.bind(address)
     server.listen(1)
+    server.settimeout(10)
     pid = os.fork()
     if pid == 0:                                             # child: become uid 4242
         try:
             os.setgid(4242)
             os.setuid(4242)
             c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            c.connect(path)
+            c.connect(address)
+            c.settimeout(10)
             c.recv(1)
         finally:
             os._exit(0)
-    conn, _ = server.accept()
     try:
-        contexts = PeerContexts.parse(f"uid 0 {H.ADMIN}\nuid 4000-4999 {H.APP}\n")
-        assert peer_cred(conn).uid == 4242
-        assert identify(conn, contexts) == H.APP
+        conn, _ = server.accept()
+        with conn:
+            contexts = PeerContexts.parse(f"uid 0 {H.ADMIN}\nuid 4000-4999 {H.APP}\n")
+            assert peer_cred(conn).uid == 4242
+            assert identify(conn, contexts) == H.APP
     finally:
-        conn.close()
         server.close()
         os.waitpid(pid, 0)
 

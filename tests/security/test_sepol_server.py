@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from securecache.security import sepol
+from securecache.security import policybuild, sepol
 from securecache.security.sepol import BooleansError, PolicyServer, parse_booleans
 from securecache.security.servers import (
     HANDLE_ALLOW, HANDLE_DENY, CreateLabelError, InvalidContextError, PolicyLoadError,
@@ -215,7 +215,7 @@ def test_handleunknown_allow_policy(tmp_path):
     (base_dir / "base.cil").write_text(base.replace("(handleunknown deny)", "(handleunknown allow)"))
     (base_dir / "securecache.cil").write_text(
         "(type other_t)\n(roletype system_r other_t)\n(allow other_t self (process (getattr)))\n")
-    srv = PolicyServer(sepol_build(base_dir, tmp_path / "p"))
+    srv = PolicyServer(policybuild.build_policy([], tmp_path / "p", base_dir))
     try:
         assert srv.handle_unknown == HANDLE_ALLOW and srv.allows_unknown
         assert srv.has_classes() == ["kv_cache", "kv_item"]
@@ -223,8 +223,3 @@ def test_handleunknown_allow_policy(tmp_path):
         assert srv.compute_av(ctx, ctx, ITEM).allowed == 0xFFFFFFFF
     finally:
         srv.close()
-
-
-def sepol_build(base_dir, output):
-    from securecache.security import policybuild
-    return policybuild.build_policy([], output, base_dir)
