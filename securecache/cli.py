@@ -57,6 +57,11 @@ def _serve_parser(sub) -> None:
     p.add_argument("-U", "--udp-port", type=int, default=0,
                    help="UDP is not served: only 0 is accepted")
     p.add_argument("-A", "--enable-shutdown", action="store_true")
+    p.add_argument("-Y", "--auth-file", type=Path,
+                   help="user:password lines; every client must log in "
+                        "(text: memcached's text auth; binary: SASL PLAIN)")
+    p.add_argument("-S", "--enable-sasl", action="store_true",
+                   help="SASL PLAIN for binary clients (needs -Y)")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("--idle-timeout", type=int, default=0)
     p.add_argument("--data-dir", default="./var/securecache")
@@ -101,6 +106,7 @@ def parser() -> argparse.ArgumentParser:
 def serve(args) -> int:
     """Open storage and the security server, then serve until stopped."""
     from .engine import Engine
+    from .engine.auth import AuthFileError, Users
     from .security import SecurityError, open_mac, peer
     from .server.app import Listen, Server, run
     from .storage import Storage, StorageError
@@ -112,6 +118,9 @@ def serve(args) -> int:
     if args.udp_port:
         log.error("UDP is not served; use -U 0 (the default)")
         return 2
+    if args.enable_sasl and not args.auth_file:
+        log.error("-S needs -Y FILE: SASL PLAIN checks users of the auth file")
+        return 2
     try:
         mac = open_mac(mode=args.mac, policy=args.policy,
                        booleans=args.booleans, permissive=args.permissive,
@@ -119,9 +128,11 @@ def serve(args) -> int:
         contexts = mac.load_peer_contexts(args.peer_contexts)
         default = mac.canonical(args.default_client_context) \
             if args.default_client_context else None
+        users = Users.load(args.auth_file) if args.auth_file else None
         storage = Storage(args.data_dir, map_size=args.memory_limit << 20,
                           durability=args.durability)
-    except (StorageError, SecurityError, OSError, ValueError) as error:
+    except (StorageError, SecurityError, AuthFileError, OSError,
+            ValueError) as error:
         log.error("%s", error)
         return 1
     if mac.warning:
@@ -133,6 +144,7 @@ def serve(args) -> int:
                     version=f"{MEMCACHED_VERSION}-securecache-{__version__}",
                     shutdown_enabled=args.enable_shutdown)
     engine.verbosity = args.verbose
+    engine.users = users
     engine.settings = [("maxconns", args.conn_limit),
                        ("tcpport", args.port), ("udpport", 0),
                        ("inter", args.listen),
@@ -141,14 +153,20 @@ def serve(args) -> int:
     listen = Listen(addresses=args.listen.split(",") if args.port else [],
                     port=args.port, unix_path=args.unix_socket,
                     unix_mask=args.unix_mask, max_connections=args.conn_limit,
-                    idle_timeout=args.idle_timeout,
+                    idle_timeout=args.idle_timeout, auth=users is not None,
                     sync_interval=args.sync_interval / 1000)
     def identity(sock):
         try:
-            return peer.identify(sock, contexts, default=default)
+            facts = peer.facts(sock)
         except peer.PeerError as error:
             log.warning("cannot identify a client: %s", error)
-            return None
+            return None, {}
+        return peer.resolve(contexts, default=default, **facts), facts
+
+    def context_for_user(session, user):
+        return peer.resolve(contexts, default=default, user=user,
+                            **session.facts)
+    engine.context_for_user = context_for_user
     return run(Server(engine, identity, listen))
 
 

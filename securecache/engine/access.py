@@ -34,7 +34,10 @@ class Session:
     createlabel: str | None = None
     user: str | None = None
     peer: str = ""
-    extra: dict = field(default_factory=dict)
+    authenticated: bool = False
+    facts: dict = field(default_factory=dict)
+    """What identified the client (peer label, uid, address), kept so that
+    an authenticated user can be mapped again through peer_contexts."""
 
 
 class Access:

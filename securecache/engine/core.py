@@ -27,10 +27,11 @@ import lmdb
 
 from ..protocol import events as ev
 from ..storage import Record, Storage, Txn
-from . import cache, items
+from . import auth, cache, items
 from .access import Access, AccessDenied, InvalidLabel, Session
 
-HANDLERS = {**items.HANDLERS, **cache.HANDLERS}
+HANDLERS = {**items.HANDLERS, **cache.HANDLERS,
+            ev.Authenticate: auth.authenticate}
 WRITES = frozenset((ev.Store, ev.Delete, ev.Arith, ev.Touch, ev.FlushAll,
                     ev.Relabel))
 SWEEP_BATCH = 1000
@@ -96,6 +97,8 @@ class Engine:
         self.pending_flushes: list[tuple[int, Session]] = []
         self.server_stats = lambda group: []
         self.settings: list[tuple[str, object]] = []
+        self.users: auth.Users | None = None
+        self.context_for_user = lambda session, user: None
 
     # ---------------------------------------------------------- requests
     def connect(self, session: Session) -> bool:
@@ -151,6 +154,9 @@ class Engine:
 
     def _run(self, txn: Txn, session: Session, request, now: int):
         handler = HANDLERS[type(request)]
+        if self.users is not None and not session.authenticated and \
+                not isinstance(request, auth.EXEMPT):
+            return ev.AuthFailed()
         try:
             return handler(Op(self, txn, session, now), request)
         except AccessDenied:

@@ -69,8 +69,8 @@ def touch(op, request: ev.Touch):
     if record is None:
         return Status.NOT_FOUND
     op.require(record, "setattr", request.key)        # kv_item:setattr
-    _retime(op, request.key, record, request.exptime)
-    return Status.TOUCHED
+    record = _retime(op, request.key, record, request.exptime)
+    return ev.Done(Status.TOUCHED, record.cas, record.flags)
 
 
 def store(op, request: ev.Store):
@@ -104,7 +104,7 @@ def _write(op, request, key, old, record, exptime):
         op.txn.raise_cas(request.new_cas)
     op.txn.put(key, record, old)
     op.counters["total_items"] += 1
-    return Status.STORED
+    return ev.Done(Status.STORED, record.cas, record.flags)
 
 
 def _creatable(op, key: bytes) -> int:

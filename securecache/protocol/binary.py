@@ -424,6 +424,13 @@ def _write_status(request, reply: ev.Status, tag: BinTag) -> bytes:
     return _success(tag, value=SUCCESS_BODY.get(base, b""))
 
 
+def _write_done(request, reply: ev.Done, tag: BinTag) -> bytes:
+    """A successful store carries the new cas; TOUCH also the flags."""
+    extras = struct.pack(">I", reply.flags) \
+        if OPCODES[tag.opcode].base is Op.TOUCH else b""
+    return _success(tag, cas=reply.cas, extras=extras)
+
+
 def _write_number(request, reply: ev.Number, tag: BinTag) -> bytes:
     return _success(tag, cas=reply.cas, value=struct.pack(">Q", reply.value))
 
@@ -452,6 +459,7 @@ def _write_client_error(request, reply: ev.ClientError, tag: BinTag) -> bytes:
 WRITERS: dict[type, Callable] = {
     ev.Values: _write_values,
     ev.Status: _write_status,
+    ev.Done: _write_done,
     ev.Number: _write_number,
     ev.StatsReply: _write_stats,
     ev.VersionReply: lambda request, reply, tag: _success(

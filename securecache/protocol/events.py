@@ -241,6 +241,19 @@ class Status(enum.Enum):
 
 
 @dataclass(slots=True)
+class Done:
+    """A write that succeeded (store, touch): the item's new cas and flags.
+
+    Text answers only the status word; meta's ``c`` flag and the binary
+    header report the cas; binary TOUCH reports the flags.
+    """
+
+    status: Status
+    cas: int = 0
+    flags: int = 0
+
+
+@dataclass(slots=True)
 class Number:
     """The new value after incr/decr (and the cas of the item)."""
 
@@ -306,7 +319,7 @@ class Close:
 Request = (Get | Store | Delete | Arith | Touch | FlushAll | Stats | Version
            | Verbosity | Noop | Quit | Shutdown | MetaDump | Relabel
            | GetLabel | CreateLabel | WhoAmI | Authenticate)
-Reply = (Values | Status | Number | StatsReply | VersionReply | Label
+Reply = (Values | Status | Done | Number | StatsReply | VersionReply | Label
          | KeyList | Denied | AuthFailed | ServerError | ClientError | Close)
 
 

@@ -384,6 +384,13 @@ def _render_status(request, reply: ev.Status, tag: MetaTag) -> bytes:
     return _quiet(tag, code, _line(code, tag, allowed, facts))
 
 
+def _render_done(request, reply: ev.Done, tag: MetaTag) -> bytes:
+    code = STATUS_CODES[reply.status]
+    facts = _Facts(_key_token(tag), cas=reply.cas)
+    allowed = STATUS_FLAGS.get(tag.command, b"")
+    return _quiet(tag, code, _line(code, tag, allowed, facts))
+
+
 def _render_values(request, reply: ev.Values, tag: MetaTag) -> bytes:
     if tag.command == b"me":
         return _render_debug(reply, tag)
@@ -439,6 +446,7 @@ def _absolute(exptime: int, clock: Callable[[], float]) -> int:
 
 REPLY_WRITERS: dict[type, Callable] = {
     ev.Status: _render_status,
+    ev.Done: _render_done,
     ev.Values: _render_values,
     ev.Number: _render_number,
     ev.Denied: lambda request, reply, tag: DENIED,

@@ -49,6 +49,8 @@ BAD_DELETE = (b"CLIENT_ERROR bad command line format.  "
               b"Usage: delete <key> [noreply]\r\n")
 DENIED = b"CLIENT_ERROR access denied\r\n"
 LINE_TOO_LONG = b"CLIENT_ERROR line too long\r\n"
+UNAUTHENTICATED = b"CLIENT_ERROR unauthenticated\r\n"
+AUTH_FAILED = b"CLIENT_ERROR authentication failure\r\n"
 U32 = (1 << 32) - 1
 U64 = (1 << 64) - 1
 
@@ -108,8 +110,11 @@ def _noreply(tokens: list[bytes], index: int) -> int:
 class TextCodec:
     """One connection's text-protocol state (see the module docstring)."""
 
-    def __init__(self, max_item_size: int = 1 << 20) -> None:
+    def __init__(self, max_item_size: int = 1 << 20, auth: bool = False) -> None:
         self.max_item_size = max_item_size
+        self.auth_pending = auth
+        """memcached's text auth: until a login, only ``set`` (whose data is
+        ``user password``) is read; anything else is "unauthenticated"."""
         self._buffer = bytearray()
         self._pending: _Block | _Swallow | None = None
         self.closed = False
@@ -173,7 +178,10 @@ class TextCodec:
             self._close(LINE_TOO_LONG)
         if not tokens:
             raise ProtocolError(ERROR)
-        reader = READERS.get(tokens[0])
+        if self.auth_pending:
+            reader = _login_reader(tokens[0])
+        else:
+            reader = READERS.get(tokens[0])
         if reader is None:
             raise ProtocolError(ERROR)
         result = reader(self, tokens)
@@ -238,6 +246,15 @@ class TextCodec:
             return ev.Store(mode, key, flags, exptime, data, cas=cas,
                             tag=noreply)
         return _Block(length, finish, bool(noreply))
+
+    def _read_login(self, tokens):
+        block = self._read_store(tokens)
+        self.auth_pending = False     # until the engine says otherwise
+
+        def finish(data: bytes) -> ev.Authenticate:
+            user, _, password = data.partition(b" ")
+            return ev.Authenticate(user.decode("utf-8", "replace"), password)
+        return _Block(block.length, finish, False)
 
     def _read_delete(self, tokens):
         if not 2 <= len(tokens) <= 4:
@@ -329,10 +346,25 @@ class TextCodec:
         """The bytes that answer ``request`` with ``reply``."""
         if is_meta(request):
             return render_meta(request, reply)
+        if isinstance(request, ev.Authenticate):
+            return self._login_reply(reply)
         tag = getattr(request, "tag", 0) or 0
-        if tag & NOREPLY and not isinstance(reply, ev.ServerError):
+        if tag & NOREPLY and not isinstance(reply, ALWAYS_SENT):
             return b""
         return WRITERS[type(reply)](reply, tag)
+
+
+    def _login_reply(self, reply) -> bytes:
+        if reply is ev.Status.AUTHENTICATED:
+            return b"STORED\r\n"
+        self.auth_pending = True
+        return AUTH_FAILED
+
+
+def _login_reader(command: bytes):
+    if command == b"set":
+        return TextCodec._read_login
+    raise ProtocolError(UNAUTHENTICATED)
 
 
 def _context(token: bytes) -> str:
@@ -379,17 +411,20 @@ def _write_keylist(reply: ev.KeyList, tag: int) -> bytes:
 WRITERS: dict[type, Callable] = {
     ev.Values: _write_values,
     ev.Status: lambda r, t: r.value.encode() + b"\r\n",
+    ev.Done: lambda r, t: r.status.value.encode() + b"\r\n",
     ev.Number: lambda r, t: b"%d\r\n" % r.value,
     ev.StatsReply: _write_stats,
     ev.VersionReply: lambda r, t: b"VERSION %s\r\n" % r.version.encode(),
     ev.Label: _write_label,
     ev.KeyList: _write_keylist,
     ev.Denied: lambda r, t: DENIED,
-    ev.AuthFailed: lambda r, t: b"CLIENT_ERROR authentication failure\r\n",
+    ev.AuthFailed: lambda r, t: UNAUTHENTICATED,
     ev.ServerError: lambda r, t: b"SERVER_ERROR %s\r\n" % r.message.encode(),
     ev.ClientError: lambda r, t: b"CLIENT_ERROR %s\r\n" % r.message.encode(),
     ev.Close: lambda r, t: b"",
 }
+
+ALWAYS_SENT = (ev.ServerError, ev.AuthFailed)
 
 STORE_MODES = {
     b"set": ev.StoreMode.SET, b"add": ev.StoreMode.ADD,

@@ -247,12 +247,18 @@ def resolve(contexts, *, peer_label=None, user=None, uid=None, address=None, def
     return contexts.default if contexts is not None else None
 
 
-def identify(sock, contexts, *, user=None, default=None):
-    """resolve() for a connected socket: reads SO_PEERSEC, SO_PEERCRED (UNIX)
-    or the peer address (TCP) itself."""
+def facts(sock):
+    """What identifies a connected socket's peer, as resolve() keywords:
+    its SELinux label (SO_PEERSEC), its uid (SO_PEERCRED, UNIX) and its
+    address (TCP)."""
     cred = peer_cred(sock)
     address = None
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         address = sock.getpeername()
-    return resolve(contexts, peer_label=peer_label(sock), user=user,
-                   uid=cred.uid if cred else None, address=address, default=default)
+    return {"peer_label": peer_label(sock),
+            "uid": cred.uid if cred else None, "address": address}
+
+
+def identify(sock, contexts, *, user=None, default=None):
+    """resolve() for a connected socket (see facts())."""
+    return resolve(contexts, user=user, default=default, **facts(sock))

@@ -36,6 +36,7 @@ class Listen:
     unix_path: str | None = None
     unix_mask: int = 0o700
     max_connections: int = 1024
+    auth: bool = False
     idle_timeout: int = 0
     sync_interval: float = 1.0
 
@@ -44,7 +45,8 @@ class Server:
     """One daemon process serving one engine."""
 
     def __init__(self, engine: Engine, identity, listen: Listen) -> None:
-        """``identity(sock)`` gives a client's context, or None to refuse."""
+        """``identity(sock)`` gives a client's (context or None to refuse,
+        the facts that identified it)."""
         self.engine = engine
         self.identity = identity
         self.listen = listen
@@ -70,12 +72,12 @@ class Server:
             self.rejected_connections += 1
             transport.write(b"ERROR Too many open connections\r\n")
             return None
-        scontext = self.identity(sock)
+        scontext, facts = self.identity(sock)
         if scontext is None:
             self.rejected_connections += 1
             log.warning("refused %s: no security context", conn.peer)
             return None
-        session = Session(scontext, peer=conn.peer)
+        session = Session(scontext, peer=conn.peer, facts=facts)
         if not self.engine.connect(session):          # kv_cache:connect
             self.rejected_connections += 1
             return None

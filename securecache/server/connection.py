@@ -65,8 +65,9 @@ class Connection(asyncio.Protocol):
         self.server.bytes_read += len(data)
         self.last_command = time.monotonic()
         if self.codec is None:
-            codec = BinaryCodec if is_binary(data[0]) else TextCodec
-            self.codec = codec(self.server.engine.max_item_size)
+            size = self.server.engine.max_item_size
+            self.codec = BinaryCodec(size) if is_binary(data[0]) else \
+                TextCodec(size, auth=self.server.listen.auth)
         self.codec.receive_data(data)
         while True:
             try:

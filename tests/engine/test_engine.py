@@ -47,10 +47,15 @@ def run(engine, request, scontext=LOCAL, session=None):
     return engine.execute([(session or Session(scontext), request)])[0]
 
 
+def outcome(reply):
+    """The status of a reply (a successful write also carries its cas)."""
+    return reply.status if isinstance(reply, ev.Done) else reply
+
+
 def store(engine, key, value, mode=StoreMode.SET, exptime=0, flags=0, cas=0,
           scontext=LOCAL):
-    return run(engine, ev.Store(mode, key, flags, exptime, value, cas=cas),
-               scontext)
+    return outcome(run(engine, ev.Store(mode, key, flags, exptime, value,
+                                        cas=cas), scontext))
 
 
 def get(engine, *keys, scontext=LOCAL, touch=None):
@@ -101,7 +106,7 @@ def test_expiry_touch_and_gat(engine, clock):
     store(engine, b"k", b"v", exptime=10)
     clock.now += 9
     assert get(engine, b"k") == {b"k": b"v"}
-    assert run(engine, ev.Touch(b"k", 100)) is Status.TOUCHED
+    assert outcome(run(engine, ev.Touch(b"k", 100))) is Status.TOUCHED
     clock.now += 50
     assert get(engine, b"k", touch=5) == {b"k": b"v"}
     clock.now += 5
@@ -182,6 +187,10 @@ def test_relabel_and_createlabel(engine):
     session = Session(ADMIN)
     assert run(engine, ev.CreateLabel(APP_ITEM), session=session) is Status.OK
     run(engine, ev.Store(StoreMode.SET, b"c", 0, 0, b"v"), session=session)
+    done = run(engine, ev.Store(StoreMode.SET, b"c", 9, 0, b"w"),
+               session=session)
+    assert done.cas == run(engine, ev.Get([b"c"]), ADMIN).items[0].cas
+    assert done.flags == 9
     assert run(engine, ev.GetLabel(b"c"), ADMIN) == ev.Label(APP_ITEM)
     assert run(engine, ev.CreateLabel("nope"), session=session) == \
         ev.ClientError("invalid security context")
@@ -220,7 +229,7 @@ def test_batch_shares_one_transaction_and_keeps_order(engine):
         (session, ev.Delete(b"a")),
         (session, ev.Get([b"a"])),
     ])
-    assert replies[0] is Status.STORED
+    assert outcome(replies[0]) is Status.STORED
     assert replies[1].items[0].value == b"1"
     assert replies[2].value == 5
     assert replies[3] is Status.DELETED
