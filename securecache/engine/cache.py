@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..protocol import events as ev
 from ..protocol.events import Status
 from ..storage import Record
-from .items import live
+from .items import item, live
 
 
 def flush_all(op, request: ev.FlushAll):
@@ -84,8 +84,7 @@ def metadump(op, request: ev.MetaDump):
         if record.expired(op.now) or not op.allowed(record, "getattr", key,
                                                     audit=False):
             continue
-        items.append(ev.Item(key, record.flags, None, record.cas,
-                             record.exptime, len(record.value)))
+        items.append(item(op, key, record, False))
     return ev.KeyList(items, op.now)
 
 

@@ -39,6 +39,10 @@ EVICT_BATCH = 64
 EVICT_ROUNDS = 64
 
 
+class NeedsWrite(Exception):
+    """A request in a read transaction found it must write: run it again."""
+
+
 class Op:
     """What a handler needs: the transaction, the client, the time, checks."""
 
@@ -71,6 +75,28 @@ class Op:
         else:
             self.engine.lazy_expired.add(key)
 
+    def need_write(self) -> None:
+        if not self.txn.write:
+            raise NeedsWrite()
+
+    def seen(self, key: bytes, record: Record) -> tuple[bool, int]:
+        """(fetched since stored?, last access time) of an item."""
+        times = [t for t in (self.engine.pending_access.get(key),
+                             self.txn.last_access(key)) if t is not None]
+        return bool(times), max(times) if times else record.mtime
+
+    def fetched(self, key: bytes) -> None:
+        """A hit: remember it (at the next tick when reading)."""
+        if self.txn.write:
+            self.txn.record_access({key: self.now})
+        else:
+            self.engine.pending_access[key] = self.now
+
+    def stored(self, key: bytes) -> None:
+        """A store made a new item, not fetched yet."""
+        self.engine.pending_access.pop(key, None)
+        self.txn.forget_access(key)
+
     def count(self, name: str, hit: bool) -> None:
         self.counters[f"{name}_{'hits' if hit else 'misses'}"] += 1
 
@@ -94,6 +120,7 @@ class Engine:
         self.started = int(clock())
         self.counters: Counter = Counter()
         self.lazy_expired: set[bytes] = set()
+        self.pending_access: dict[bytes, int] = {}
         self.pending_flushes: list[tuple[int, Session]] = []
         self.server_stats = lambda group: []
         self.settings: list[tuple[str, object]] = []
@@ -119,21 +146,27 @@ class Engine:
 
     @staticmethod
     def writes(batch) -> bool:
-        """Does this batch need a write transaction?"""
+        """Does this batch need a write transaction (as far as its requests
+        say; a read that meets a stale item asks for one: NeedsWrite)?"""
         return any(type(request) in WRITES or
-                   getattr(request, "touch", None) is not None
+                   getattr(request, "touch", None) is not None or
+                   getattr(request, "vivify", None) is not None or
+                   getattr(request, "recache", None) is not None
                    for _, request in batch)
 
     def blocks(self, batch) -> bool:
         """Would this batch wait for the disk (a write with fsync)?"""
         return self.storage.durability == "fsync" and self.writes(batch)
 
-    def _attempt(self, batch) -> list:
+    def _attempt(self, batch, write: bool | None = None) -> list:
         now = int(self.clock())
-        txn = self.storage.txn(self.writes(batch))
+        txn = self.storage.txn(self.writes(batch) if write is None else write)
         try:
             replies = [self._run(txn, session, request, now)
                        for session, request in batch]
+        except NeedsWrite:
+            txn.abort()
+            return self._attempt(batch, write=True)
         except BaseException:
             txn.abort()
             raise
@@ -176,6 +209,15 @@ class Engine:
                 for session in due:
                     cache.flush_items(Op(self, txn, session, now))
         self.reclaim_expired(limit=SWEEP_BATCH)
+        self.flush_access()
+
+    def flush_access(self) -> None:
+        """Write down the fetches that readers remembered."""
+        if not self.pending_access:
+            return
+        pending, self.pending_access = self.pending_access, {}
+        with self.storage.txn(True) as txn:
+            txn.record_access(pending)
 
     def reclaim_expired(self, limit: int | None) -> int:
         """Remove expired items: those met by readers, then by the index."""

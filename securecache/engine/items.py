@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from ..protocol import events as ev
 from ..protocol.events import Status, StoreMode
-from ..storage import EXPIRED, Record, absolute_exptime
+from ..storage import (EXPIRED, STALE, TOKEN_SENT, Record,
+                       absolute_exptime)
+from .access import AccessDenied
 
 U64_MOD = 1 << 64
 
@@ -26,10 +28,14 @@ def live(op, key: bytes) -> Record | None:
     return record
 
 
-def _item(key: bytes, record: Record, with_value: bool) -> ev.Item:
+def item(op, key: bytes, record: Record, with_value: bool) -> ev.Item:
+    """What a client sees of an item, including whether it was fetched
+    before (since it was stored) and when it was last accessed."""
     value = bytes(record.value) if with_value else None
+    fetched, last_access = op.seen(key, record)
     return ev.Item(key, record.flags, value, record.cas, record.exptime,
-                   len(record.value))
+                   len(record.value), fetched=fetched,
+                   last_access=last_access)
 
 
 def get(op, request: ev.Get) -> ev.Values:
@@ -40,6 +46,9 @@ def get(op, request: ev.Get) -> ev.Values:
         record = live(op, key)
         op.count("touch" if request.touch is not None else "get",
                  record is not None)
+        if record is None and request.vivify is not None:
+            items += _vivify(op, key, request)
+            continue
         # kv_item:read (getattr for metadata only): a denial is a miss.
         if record is None or not op.allowed(record, perm, key):
             continue
@@ -48,8 +57,43 @@ def get(op, request: ev.Get) -> ev.Values:
             if not op.allowed(record, "setattr", key):
                 continue
             record = _retime(op, key, record, request.touch)
-        items.append(_item(key, record, request.value))
+        shown = item(op, key, record, request.value)
+        _recache_token(op, key, record, request.recache, shown)
+        items.append(shown)
+        op.fetched(key)
     return ev.Values(items)
+
+
+def _recache_token(op, key: bytes, record: Record, recache: int | None,
+                   shown: ev.Item) -> None:
+    """Meta's anti-dogpiling: the first client to fetch a stale item, or
+    one whose TTL is below ``recache``, wins the token (W); others see Z."""
+    shown.stale = bool(record.state & STALE)
+    shown.token_sent = bool(record.state & TOKEN_SENT)
+    due = shown.stale or (recache is not None and record.exptime != 0
+                          and record.exptime - op.now < recache)
+    if shown.token_sent or not due:
+        return
+    op.need_write()
+    op.txn.put(key, Record(record.label_id, record.flags, record.exptime,
+                           record.mtime, record.cas, bytes(record.value),
+                           record.state | TOKEN_SENT), record)
+    shown.won = True
+
+
+def _vivify(op, key: bytes, request: ev.Get) -> list[ev.Item]:
+    """mg N: create the missing item empty; this client wins the token."""
+    op.need_write()
+    try:
+        label_id = _creatable(op, key)                # kv_item:create
+    except AccessDenied:
+        return []                                     # a denied read: a miss
+    absolute = absolute_exptime(request.vivify, op.now)
+    record = op.txn.put(key, Record(label_id, 0, max(absolute, 0), op.now,
+                                    0, b"", TOKEN_SENT), None)
+    shown = item(op, key, record, request.value)
+    shown.won = True
+    return [shown]
 
 
 def _retime(op, key: bytes, record: Record, exptime: int) -> Record:
@@ -81,14 +125,21 @@ def store(op, request: ev.Store):
     outcome = STORE_RULES[request.mode](op, request, record)
     if outcome is not None:
         return outcome
+    state = 0
     if record is None:
         label_id = _creatable(op, key)
         flags, exptime, value = request.flags, request.exptime, request.value
     else:
         label_id = record.label_id
         flags, exptime, value = _merged(op, request, record)
+        if _invalidating(request, record):
+            state = record.state | STALE      # ms I with an older cas
     return _write(op, request, key, record, Record(
-        label_id, flags, 0, op.now, request.new_cas, value), exptime)
+        label_id, flags, 0, op.now, request.new_cas, value, state), exptime)
+
+
+def _invalidating(request: ev.Store, record: Record) -> bool:
+    return request.invalidate and request.cas < record.cas
 
 
 def _write(op, request, key, old, record, exptime):
@@ -103,6 +154,7 @@ def _write(op, request, key, old, record, exptime):
     if request.new_cas:
         op.txn.raise_cas(request.new_cas)
     op.txn.put(key, record, old)
+    op.stored(key)
     op.counters["total_items"] += 1
     return ev.Done(Status.STORED, record.cas, record.flags)
 
@@ -158,7 +210,7 @@ def _rule_cas(op, request, record):
         return Status.NOT_FOUND
     # kv_item:write, checked before the compare so a mismatch leaks nothing.
     op.require(record, "write", request.key)
-    if record.cas != request.cas:
+    if record.cas != request.cas and not _invalidating(request, record):
         op.counters["cas_badval"] += 1
         return Status.EXISTS
     op.counters["cas_hits"] += 1
@@ -184,8 +236,21 @@ def delete(op, request: ev.Delete):
     op.require(record, "remove", request.key)         # kv_item:remove
     if request.cas and request.cas != record.cas:
         return Status.EXISTS
-    op.txn.delete(request.key, record)
+    if request.invalidate:
+        _invalidate(op, request, record)
+    else:
+        op.txn.delete(request.key, record)
     return Status.DELETED
+
+
+def _invalidate(op, request: ev.Delete, record: Record) -> None:
+    """md I: keep the item, stale (served with X until it is stored again)."""
+    exptime = record.exptime
+    if request.exptime is not None:
+        exptime = max(absolute_exptime(request.exptime, op.now), 0)
+    op.txn.put(request.key, Record(record.label_id, record.flags, exptime,
+                                   record.mtime, 0, bytes(record.value),
+                                   STALE), record)
 
 
 def arith(op, request: ev.Arith):
@@ -196,6 +261,10 @@ def arith(op, request: ev.Arith):
     if record is None:
         return _autocreate(op, request)
     op.require(record, "calculate", key)              # kv_item:calculate
+    exptime = record.exptime
+    if request.touch is not None:
+        op.require(record, "setattr", key)            # kv_item:setattr (T)
+        exptime = max(absolute_exptime(request.touch, op.now), 0)
     if request.cas and request.cas != record.cas:
         return Status.EXISTS
     current = _number(record.value)
@@ -209,8 +278,8 @@ def arith(op, request: ev.Arith):
     if len(digits) < len(record.value):
         digits = digits.ljust(len(record.value))   # memcached rewrites in place
     new = op.txn.put(key, Record(record.label_id, record.flags,
-                                 record.exptime, op.now, 0, digits), record)
-    return ev.Number(value, new.cas)
+                                 exptime, op.now, 0, digits), record)
+    return ev.Number(value, new.cas, exptime=exptime)
 
 
 def _autocreate(op, request: ev.Arith):
@@ -223,7 +292,7 @@ def _autocreate(op, request: ev.Arith):
     new = op.txn.put(request.key, Record(
         label_id, 0, absolute, op.now, 0, b"%d" % request.initial), None)
     op.counters["total_items"] += 1
-    return ev.Number(request.initial, new.cas, created=True)
+    return ev.Number(request.initial, new.cas, created=True, exptime=absolute)
 
 
 def _number(value) -> int | None:

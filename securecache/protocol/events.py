@@ -42,11 +42,16 @@ class Get:
 
     ``value`` False asks for metadata only (``kv_item:getattr``), ``touch``
     (an exptime as sent by the client) also updates the expiry (gat).
+    ``vivify`` creates a missing item empty (``kv_item:create``) and hands
+    this client the recache token; ``recache`` hands it out when the item's
+    remaining TTL is below the value (meta's anti-dogpiling).
     """
 
     keys: list[bytes]
     touch: int | None = None
     value: bool = True
+    vivify: int | None = None       # meta N: create on miss with this TTL
+    recache: int | None = None      # meta R: win a recache below this TTL
     tag: Any = None
 
 
@@ -76,6 +81,8 @@ class Delete:
 
     key: bytes
     cas: int = 0
+    invalidate: bool = False        # meta I: mark stale instead of removing
+    exptime: int | None = None      # meta T with I: the stale item's TTL
     tag: Any = None
 
 
@@ -94,6 +101,7 @@ class Arith:
     initial: int | None = None
     exptime: int = 0
     cas: int = 0
+    touch: int | None = None        # meta T: also update the TTL
     tag: Any = None
 
 
@@ -215,6 +223,11 @@ class Item:
     exptime: int = 0          # absolute unix seconds, 0 = never
     size: int = 0
     label: str | None = None
+    fetched: bool | None = None       # fetched before this request
+    last_access: int | None = None    # absolute unix seconds
+    stale: bool = False               # meta X: invalidated (md I)
+    won: bool = False                 # meta W: this client should recache
+    token_sent: bool = False          # meta Z: another client was told so
 
 
 @dataclass(slots=True)
@@ -260,6 +273,7 @@ class Number:
     value: int
     cas: int = 0
     created: bool = False
+    exptime: int | None = None      # absolute, for meta t
 
 
 @dataclass(slots=True)

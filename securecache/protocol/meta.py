@@ -128,8 +128,8 @@ COMMON_FLAGS = frozenset(b"bNTRlOPLkstcfvhuqFCMJDI")
 KNOWN_FLAGS = {b"mg": COMMON_FLAGS, b"ms": COMMON_FLAGS | {ord("E")},
                b"md": COMMON_FLAGS, b"ma": COMMON_FLAGS}
 # accepted by memcached, not (yet) by the engine: refused, never faked
-UNSUPPORTED = {b"mg": frozenset(b"NR"), b"ms": frozenset(),
-               b"md": frozenset(b"I"), b"ma": frozenset(b"T")}
+UNSUPPORTED = {b"mg": frozenset(), b"ms": frozenset(),
+               b"md": frozenset(), b"ma": frozenset()}
 # md and ma answer every pre-parse failure with one message
 FLAG_ERROR = {b"md": INVALID_OR_DUPLICATE, b"ma": INVALID_OR_DUPLICATE}
 
@@ -201,7 +201,8 @@ def _read_mg(codec, tokens):
     values, tag = _parse(codec, b"mg", key, tokens[2:])
     _check_opaque(tokens[2:])
     return ev.Get([tag.key], touch=values.get(ord("T")),
-                  value=ord("v") in values, tag=tag)
+                  value=ord("v") in values, vivify=values.get(ord("N")),
+                  recache=values.get(ord("R")), tag=tag)
 
 
 MS_MODES = {ord("S"): ev.StoreMode.SET, ord("E"): ev.StoreMode.ADD,
@@ -250,7 +251,9 @@ def _read_md(codec, tokens):
     key = _head(tokens, TOO_MANY)
     values, tag = _parse(codec, b"md", key, tokens[2:])
     _check_opaque(tokens[2:])
-    return ev.Delete(tag.key, cas=values.get(ord("C"), 0), tag=tag)
+    return ev.Delete(tag.key, cas=values.get(ord("C"), 0),
+                     invalidate=ord("I") in values,
+                     exptime=values.get(ord("T")), tag=tag)
 
 
 MA_MODES = {ord("I"): True, ord("+"): True, ord("D"): False, ord("-"): False}
@@ -267,7 +270,8 @@ def _read_ma(codec, tokens):
     initial = None if vivify is None else values.get(ord("J"), 0)
     return ev.Arith(tag.key, values.get(ord("D"), 1), incr=incr,
                     initial=initial, exptime=vivify or 0,
-                    cas=values.get(ord("C"), 0), tag=tag)
+                    cas=values.get(ord("C"), 0), touch=values.get(ord("T")),
+                    tag=tag)
 
 
 def _read_me(codec, tokens):
@@ -346,14 +350,23 @@ RETURN_FLAGS: dict[int, Callable[[bytes, _Facts], bytes | None]] = {
 }
 
 
-def _line(code: bytes, tag: MetaTag, allowed: bytes, facts: _Facts) -> bytes:
+def _line(code: bytes, tag: MetaTag, allowed: bytes, facts: _Facts,
+          states: tuple[bytes, ...] = ()) -> bytes:
     parts = [code]
     for token in tag.flags:
         if token[0] in allowed:
             piece = RETURN_FLAGS[token[0]](token, facts)
             if piece is not None:
                 parts.append(piece)
-    return b" ".join(parts) + b"\r\n"
+    return b" ".join(parts + list(states)) + b"\r\n"
+
+
+def _states(item: ev.Item) -> tuple[bytes, ...]:
+    """Z (token already sent), X (stale), W (you win: recache), in the
+    order memcached prints them."""
+    return tuple(flag for flag, on in ((b"Z", item.token_sent),
+                                       (b"X", item.stale), (b"W", item.won))
+                 if on)
 
 
 STATUS_CODES = {
@@ -399,9 +412,10 @@ def _render_values(request, reply: ev.Values, tag: MetaTag) -> bytes:
             _key_token(tag))))
     item = reply.items[0]
     facts = _item_facts(item, tag)
+    states = _states(item)
     if item.value is None or not request.value:
-        return _line(b"HD", tag, b"stcfhlOk", facts)
-    head = _line(b"VA %d" % len(item.value), tag, b"stcfhlOk", facts)
+        return _line(b"HD", tag, b"stcfhlOk", facts, states)
+    head = _line(b"VA %d" % len(item.value), tag, b"stcfhlOk", facts, states)
     return head + item.value + b"\r\n"
 
 

@@ -401,9 +401,10 @@ def _write_label(reply: ev.Label, tag: int) -> bytes:
 def _write_keylist(reply: ev.KeyList, tag: int) -> bytes:
     lines = []
     for item in reply.items:
-        lines.append(b"key=%s exp=%d la=%d cas=%d fetch=no cls=1 size=%d\n" % (
+        lines.append(b"key=%s exp=%d la=%d cas=%d fetch=%s cls=1 size=%d\n" % (
             quote_from_bytes(item.key, safe=b"").encode(),
-            item.exptime or -1, reply.now, item.cas, item.size))
+            item.exptime or -1, item.last_access or reply.now, item.cas,
+            b"yes" if item.fetched else b"no", item.size))
     lines.append(b"END\r\n")
     return b"".join(lines)
 

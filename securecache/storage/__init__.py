@@ -1,8 +1,8 @@
 """LMDB storage: the environment, the item record, expiry and eviction."""
 
 from .env import SCHEMA_VERSION, Storage, StorageError
-from .records import EXPIRED, Record, absolute_exptime
+from .records import EXPIRED, STALE, TOKEN_SENT, Record, absolute_exptime
 from .txn import Txn
 
-__all__ = ["EXPIRED", "Record", "SCHEMA_VERSION", "Storage", "StorageError",
+__all__ = ["EXPIRED", "STALE", "TOKEN_SENT", "Record", "SCHEMA_VERSION", "Storage", "StorageError",
            "Txn", "absolute_exptime"]

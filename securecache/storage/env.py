@@ -23,7 +23,7 @@ import lmdb
 from .txn import Txn
 
 SCHEMA_VERSION = 1
-SUBDBS = ("items", "labels", "label_ids", "expiry", "age", "meta")
+SUBDBS = ("items", "labels", "label_ids", "expiry", "age", "access", "meta")
 U64 = struct.Struct(">Q")
 
 

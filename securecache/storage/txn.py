@@ -6,6 +6,8 @@ three indexes in step inside the same transaction:
 - ``items``: key -> record (see ``records``);
 - ``expiry``: exptime (u32 BE) + key -> empty, so the sweeper walks expired
   items in time order and stops at the first live one;
+- ``access``: key -> last access time (u32 BE), for items fetched since
+  they were last stored (memcached's "fetched" bit and last-access time);
 - ``age``: cas (u64 BE) + key -> empty. A cas is taken from a counter that
   only grows, at every write, so this index lists items oldest-written
   first: that is the eviction order when the map is full. (The key is part
@@ -40,6 +42,7 @@ class Txn:
         self.items = dbs[b"items"]
         self.expiry = dbs[b"expiry"]
         self.age = dbs[b"age"]
+        self.access = dbs[b"access"]
         self.meta = dbs[b"meta"]
         self._cas: int | None = None
         self._new_labels: dict[bytes, int] = {}
@@ -105,7 +108,24 @@ class Txn:
     def delete(self, key: bytes, old: Record) -> None:
         """Remove ``key`` whose current record is ``old``."""
         self.txn.delete(key, db=self.items)
+        self.txn.delete(key, db=self.access)
         self._unindex(key, old)
+
+    # ----------------------------------------------------------- access
+    def last_access(self, key: bytes) -> int | None:
+        """When the item was last fetched since it was stored, or None."""
+        raw = self.txn.get(key, db=self.access)
+        return None if raw is None else U32.unpack(raw)[0]
+
+    def record_access(self, accesses: dict[bytes, int]) -> None:
+        """Remember fetches (key -> time) of items that still exist."""
+        for key, when in accesses.items():
+            if self.txn.get(key, db=self.items) is not None:
+                self.txn.put(key, U32.pack(when), db=self.access)
+
+    def forget_access(self, key: bytes) -> None:
+        """A store made a new item: it has not been fetched yet."""
+        self.txn.delete(key, db=self.access)
 
     def _index(self, key: bytes, record: Record) -> None:
         if record.exptime:

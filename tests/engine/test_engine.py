@@ -246,3 +246,60 @@ def test_stats_groups(engine):
     assert run(engine, ev.Stats("reset")) is Status.RESET
     assert run(engine, ev.Stats(""), APP).rows     # app may read stats
     assert run(engine, ev.Verbosity(1), APP) == ev.Denied()
+
+
+def test_fetched_and_last_access(engine, clock):
+    store(engine, b"k", b"v")
+    first = run(engine, ev.Get([b"k"], value=False)).items[0]
+    assert (first.fetched, first.last_access) == (False, clock.now)
+    clock.now += 5
+    second = run(engine, ev.Get([b"k"])).items[0]
+    assert (second.fetched, second.last_access) == (True, clock.now - 5)
+    engine.tick()                     # readers' fetches are written down
+    assert engine.pending_access == {}
+    clock.now += 5
+    third = run(engine, ev.Get([b"k"])).items[0]
+    assert (third.fetched, third.last_access) == (True, clock.now - 5)
+    store(engine, b"k", b"w")         # a new item: not fetched yet
+    engine.tick()
+    fourth = run(engine, ev.MetaDump()).items[0]
+    assert (fourth.fetched, fourth.last_access) == (False, clock.now)
+
+
+def test_meta_anti_dogpiling(engine, clock):
+    """mg N vivifies and wins; R hands out one recache token; md I marks
+    stale (the next fetcher wins); ms I with an older cas keeps it stale."""
+    first = run(engine, ev.Get([b"v"], vivify=30)).items[0]
+    assert (first.value, first.won, first.token_sent) == (b"", True, False)
+    second = run(engine, ev.Get([b"v"], vivify=30)).items[0]
+    assert (second.won, second.token_sent) == (False, True)
+    store(engine, b"v", b"fresh", exptime=60)
+    clock.now += 10
+    assert run(engine, ev.Get([b"v"], recache=30)).items[0].won is False
+    won = run(engine, ev.Get([b"v"], recache=100)).items[0]
+    assert won.won and not won.token_sent
+    assert run(engine, ev.Get([b"v"], recache=100)).items[0].token_sent
+    store(engine, b"v", b"again")
+    cas = run(engine, ev.Get([b"v"])).items[0].cas
+    assert run(engine, ev.Delete(b"v", invalidate=True, exptime=30)) is \
+        Status.DELETED
+    stale = run(engine, ev.Get([b"v"])).items[0]        # a read txn first
+    assert (stale.value, stale.stale, stale.won) == (b"again", True, True)
+    later = run(engine, ev.Get([b"v"])).items[0]
+    assert (later.stale, later.won, later.token_sent) == (True, False, True)
+    reply = run(engine, ev.Store(StoreMode.CAS, b"v", 0, 0, b"newer",
+                                 cas=cas, invalidate=True))
+    assert outcome(reply) is Status.STORED
+    kept = run(engine, ev.Get([b"v"])).items[0]
+    assert (kept.value, kept.stale, kept.token_sent) == (b"newer", True, True)
+    store(engine, b"v", b"clean")
+    clean = run(engine, ev.Get([b"v"])).items[0]
+    assert (clean.stale, clean.won, clean.token_sent) == (False, False, False)
+
+
+def test_arith_touch(engine, clock):
+    store(engine, b"n", b"1")
+    number = run(engine, ev.Arith(b"n", 1, touch=100))
+    assert (number.value, number.exptime) == (2, clock.now + 100)
+    number = run(engine, ev.Arith(b"n", 1, touch=100), APP)
+    assert number == ev.Denied()

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from securecache.protocol import events as ev
+from securecache.protocol import events as ev, meta
 from securecache.protocol.meta import (MetaCodec, MetaTag, READERS, is_meta,
                                        render)
 
@@ -361,16 +361,34 @@ def test_malformed_requests_get_memcacheds_error(mc, data, parse):
 
 
 @pytest.mark.parametrize("data, reply", [
-    (b"mg k N30 v\r\n", b"CLIENT_ERROR invalid flag\r\n"),
-    (b"mg k R30 v\r\n", b"CLIENT_ERROR invalid flag\r\n"),
-    (b"md k I T30\r\n", b"CLIENT_ERROR invalid or duplicate flag\r\n"),
-    (b"ma k T30\r\n", b"CLIENT_ERROR invalid or duplicate flag\r\n"),
     (b"mg k T2147483648\r\n",
      b"CLIENT_ERROR bad token in command line format\r\n"),
     (b"mg k\x01 v\r\n", b"CLIENT_ERROR bad command line format\r\n")])
 def test_refused_where_the_engine_cannot_follow(data, reply, parse):
-    """Flags the engine cannot honour yet are refused, never faked."""
+    """Values memcached accepts but we refuse (int32 range, control bytes)."""
     assert parse(data) == [err(reply)]
+
+
+def test_anti_dogpiling_flags_parse(parse):
+    """N (vivify), R (recache), md I/T (invalidate), ma T (touch)."""
+    get, = parse(b"mg k N30 R10 v\r\n")
+    assert (get.vivify, get.recache) == (30, 10)
+    delete, = parse(b"md k I T30\r\n")
+    assert (delete.invalidate, delete.exptime) == (True, 30)
+    arith, = parse(b"ma k T30\r\n")
+    assert arith.touch == 30
+
+
+@pytest.mark.parametrize("states, line", [
+    (dict(won=True), b"VA 1 W\r\nv\r\n"),
+    (dict(stale=True, won=True), b"VA 1 X W\r\nv\r\n"),
+    (dict(stale=True, token_sent=True), b"VA 1 Z X\r\nv\r\n"),
+    (dict(token_sent=True), b"VA 1 Z\r\nv\r\n"),
+])
+def test_win_stale_and_token_flags_in_memcacheds_order(states, line, parse):
+    request, = parse(b"mg k v\r\n")
+    reply = ev.Values([ev.Item(b"k", 0, b"v", 1, **states)])
+    assert meta.render(request, reply) == line
 
 
 def test_line_too_long_closes(run_whole):

@@ -41,11 +41,13 @@ def test_directory_and_files_are_private(tmp_path):
 
 
 def test_record_round_trip():
-    record = Record(3, 0xFFFFFFFF, 1234, 99, (1 << 64) - 1, b"\x00value\r\n")
+    record = Record(3, 0xFFFFFFFF, 1234, 99, (1 << 64) - 1, b"\x00value\r\n",
+                    3)
     back = decode(encode(record))
     assert (back.label_id, back.flags, back.exptime, back.mtime, back.cas,
-            bytes(back.value)) == (3, 0xFFFFFFFF, 1234, 99, (1 << 64) - 1,
-                                   b"\x00value\r\n")
+            bytes(back.value), back.state) == (3, 0xFFFFFFFF, 1234, 99,
+                                               (1 << 64) - 1,
+                                               b"\x00value\r\n", 3)
 
 
 @pytest.mark.parametrize("exptime, expected", [
