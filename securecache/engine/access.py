@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..security import SecurityError
 from ..storage import Record, Txn
 
 
@@ -88,7 +89,12 @@ class Access:
         """The label of an item this client creates now under ``key``."""
         if session.createlabel is not None:
             return session.createlabel
-        return self.mac.create_label(session.scontext, key)
+        try:
+            return self.mac.create_label(session.scontext, key)
+        except SecurityError:
+            # No valid label can be computed (the client's domain left the
+            # policy, or the policy lacks kv_item): the creation is denied.
+            raise AccessDenied("create") from None
 
     def valid_context(self, context: str) -> str:
         """The canonical form of a client-given context, or InvalidLabel."""

@@ -46,6 +46,7 @@ MAC (all contexts are str):
 from . import classes, peer, policybuild
 from .audit import AuditLog
 from .avc import AVC
+from .sepol import PolicyServer
 from .classes import KV_CACHE, KV_ITEM
 from .servers import (
     CreateLabelError, InvalidContextError, MissingClassesError,
@@ -146,7 +147,22 @@ class MAC:
 
     # ------------------------------------------------------------ admin
     def reload(self):
-        """Reload policy and booleans (SIGHUP); the AVC is flushed."""
+        """Reload policy and booleans (SIGHUP); the AVC is flushed.
+
+        In enforcing policy mode the new file is checked first: a policy
+        without our classes and permissions is refused (MissingClassesError)
+        and the old one stays, as at start."""
+        if self.enforcing and isinstance(self.server, PolicyServer):
+            candidate = PolicyServer(self.server.policy_path,
+                                     self.server.booleans_path)
+            try:
+                missing = candidate.has_classes()
+            finally:
+                candidate.close()
+            if missing:
+                raise MissingClassesError(
+                    f"the new policy lacks {', '.join(missing)}: "
+                    "keeping the loaded one")
         self.server.reload()
 
     def reopen_audit(self):

@@ -22,6 +22,8 @@ policy's unlabeled context (as the kernel does with invalidated SIDs): never
 whether the host's policy changed before each check.
 """
 
+import threading
+
 from .servers import InvalidContextError
 
 DEFAULT_MAX_ENTRIES = 100_000
@@ -60,6 +62,10 @@ class AVC:
         self._unknown_granted = set()
         self.lookups = self.hits = self.misses = self.denials = 0
         self._poll = server.poll if server.needs_polling else None
+        # Misses and flushes are serialised: a decision computed under the
+        # old policy can never be stored after the flush of a reload (the
+        # daemon's storage thread and its event loop both ask questions).
+        self._lock = threading.Lock()
         server.add_reload_listener(self.flush)
 
     # ------------------------------------------------------------ hot path
@@ -94,13 +100,14 @@ class AVC:
 
     # ------------------------------------------------------------ misses
     def _fill(self, scontext, tcontext, tclass):
-        source = self._effective(scontext)
-        target = self._effective(tcontext)
-        entry = _Entry(self.server.compute_av(source, target, tclass), source, target)
-        if len(self._cache) >= self.max_entries:
-            self._cache.clear()
-        self._cache[(scontext, tcontext, tclass)] = entry
-        return entry
+        with self._lock:
+            source = self._effective(scontext)
+            target = self._effective(tcontext)
+            entry = _Entry(self.server.compute_av(source, target, tclass), source, target)
+            if len(self._cache) >= self.max_entries:
+                self._cache.clear()
+            self._cache[(scontext, tcontext, tclass)] = entry
+            return entry
 
     def _effective(self, ctx):
         if self.server.check_context(ctx):
@@ -111,13 +118,14 @@ class AVC:
         return unlabeled
 
     def _bit(self, tclass, perm):
-        bit = self.server.perm_bit(tclass, perm)
-        if bit is None:
-            # Not in the policy: a pseudo-bit no policy vector has, allowed
-            # only by `handleunknown allow` (see _denied).
-            bit = 0
-        self._bits[(tclass, perm)] = bit
-        return bit
+        with self._lock:
+            bit = self.server.perm_bit(tclass, perm)
+            if bit is None:
+                # Not in the policy: a pseudo-bit no policy vector has, allowed
+                # only by `handleunknown allow` (see _denied).
+                bit = 0
+            self._bits[(tclass, perm)] = bit
+            return bit
 
     def _denied(self, entry, bit, tclass, perm, key):
         if bit == 0:
@@ -161,9 +169,10 @@ class AVC:
 
     def flush(self):
         """Forget every cached decision (after a policy change)."""
-        self._cache.clear()
-        self._bits.clear()
-        self._unknown_granted.clear()
+        with self._lock:
+            self._cache.clear()
+            self._bits.clear()
+            self._unknown_granted.clear()
 
     def stats(self):
         """The counters, named as in `stats`."""

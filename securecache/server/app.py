@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..engine import Engine, Session
+from ..security import SecurityError
 from .batcher import Batcher
 from .connection import Connection
 
@@ -174,7 +175,7 @@ class Server:
         log.info("SIGHUP: reloading the security policy")
         try:
             self.engine.mac.reload()
-        except (OSError, ValueError, RuntimeError) as error:
+        except SecurityError as error:
             log.error("policy reload failed, keeping the old one: %s", error)
 
     async def _shutdown(self) -> None:
