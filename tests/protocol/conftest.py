@@ -185,3 +185,14 @@ def all_ways():
 def feed():
     """``run(make_codec, chunks) -> events`` (one way only)."""
     return run
+
+
+@pytest.fixture
+def one(parse):
+    """The single request ``data`` parses to (all three ways); ``parse`` is
+    the test module's own fixture for its codec."""
+    def one(data: bytes):
+        events = parse(data)
+        assert len(events) == 1, events
+        return events[0]
+    return one

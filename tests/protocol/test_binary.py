@@ -67,14 +67,6 @@ def parse(all_ways):
     return parse
 
 
-@pytest.fixture
-def one(parse):
-    def one(data: bytes):
-        events = parse(data)
-        assert len(events) == 1, events
-        return events[0]
-    return one
-
 
 @pytest.fixture
 def mc(memcached):

@@ -46,15 +46,6 @@ def parse(all_ways):
     return parse
 
 
-@pytest.fixture
-def one(parse):
-    """The single request ``data`` parses to (all three ways)."""
-    def one(data: bytes):
-        events = parse(data)
-        assert len(events) == 1, events
-        return events[0]
-    return one
-
 
 @pytest.fixture
 def run_whole(feed):
