@@ -18,8 +18,6 @@ the request that does not fit gets memcached's out-of-memory error).
 
 from __future__ import annotations
 
-import os
-import resource
 import time
 from collections import Counter
 
@@ -27,7 +25,7 @@ import lmdb
 
 from ..protocol import events as ev
 from ..storage import Record, Storage, Txn
-from . import auth, cache, items
+from . import auth, cache, items, stats
 from .access import Access, AccessDenied, InvalidLabel, Session
 
 HANDLERS = {**items.HANDLERS, **cache.HANDLERS,
@@ -245,69 +243,4 @@ class Engine:
 
     def stats_rows(self, group: str, op: Op) -> list[tuple[str, object]]:
         """The rows of ``stats GROUP``."""
-        return STATS_GROUPS[group](self, op)
-
-    def _general(self, op: Op) -> list:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        now = int(self.clock())
-        info = self.storage.info(op.txn)
-        c = self.counters
-        rows = [("pid", os.getpid()), ("uptime", now - self.started),
-                ("time", now), ("version", self.version),
-                ("pointer_size", 64),
-                ("rusage_user", f"{usage.ru_utime:.6f}"),
-                ("rusage_system", f"{usage.ru_stime:.6f}")]
-        rows += self.server_stats("")
-        rows += [
-            ("cmd_get", c["get_hits"] + c["get_misses"]),
-            ("cmd_set", c["set_hits"]), ("cmd_flush", c["cmd_flush"]),
-            ("cmd_touch", c["touch_hits"] + c["touch_misses"])]
-        rows += [(f"{name}_{kind}", c[f"{name}_{kind}"])
-                 for name in ("get", "delete", "incr", "decr", "touch")
-                 for kind in ("misses", "hits")]
-        rows += [(name, c[name]) for name in (
-            "cas_misses", "cas_hits", "cas_badval", "auth_cmds",
-            "auth_errors")]
-        rows += [("limit_maxbytes", info["limit_maxbytes"]),
-                 ("bytes", info["bytes"]), ("curr_items", info["curr_items"]),
-                 ("total_items", c["total_items"]),
-                 ("evictions", c["evictions"]), ("reclaimed", c["reclaimed"]),
-                 ("outofmemory", c["outofmemory"])]
-        rows += list(self.mac.stats().items())
-        return rows
-
-    def _settings(self, op: Op) -> list:
-        return [("maxbytes", self.storage.map_size),
-                ("item_size_max", self.max_item_size),
-                ("evictions", "on" if self.evictions else "off"),
-                ("verbosity", self.verbosity),
-                ("durability", self.storage.durability),
-                ("data_dir", str(self.storage.path)),
-                ("shutdown_command", "yes" if self.shutdown_enabled else "no"),
-                ("cas_enabled", "yes")] + self.settings + \
-            list(self.mac.stats().items())[:2]
-
-    def _items(self, op: Op) -> list:
-        oldest = op.txn.oldest_keys(1)
-        record = op.txn.get(oldest[0]) if oldest else None
-        age = op.now - record.mtime if record else 0
-        c = self.counters
-        return [("items:1:number", op.txn.count()), ("items:1:age", age),
-                ("items:1:evicted", c["evictions"]),
-                ("items:1:outofmemory", c["outofmemory"]),
-                ("items:1:reclaimed", c["reclaimed"])]
-
-    def _slabs(self, op: Op) -> list:
-        info = self.storage.info(op.txn)
-        return [("1:chunk_size", self.max_item_size),
-                ("1:used_chunks", op.txn.count()),
-                ("active_slabs", 1), ("total_malloced", info["bytes"])]
-
-
-STATS_GROUPS = {
-    "": Engine._general,
-    "settings": Engine._settings,
-    "items": Engine._items,
-    "slabs": Engine._slabs,
-    "conns": lambda engine, op: engine.server_stats("conns"),
-}
+        return stats.GROUPS[group](self, op)

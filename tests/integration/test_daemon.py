@@ -165,3 +165,22 @@ def test_udp_is_refused(tmp_path):
                             timeout=30)
     assert result.returncode == 2
     assert "UDP is not served" in result.stderr
+
+
+def test_connection_limit(tmp_path):
+    d = Daemon(tmp_path, "-c", "2").start()
+    try:
+        first, second = Raw(d.port), Raw(d.port)
+        assert first.call(b"version\r\n").startswith(b"VERSION")
+        assert second.call(b"version\r\n").startswith(b"VERSION")
+        third = Raw(d.port)
+        assert third.read_all(quiet=1.0) == \
+            b"ERROR Too many open connections\r\n<closed>"
+        first.close()
+        time.sleep(0.2)
+        fourth = Raw(d.port)
+        assert fourth.call(b"version\r\n").startswith(b"VERSION")
+        stats = fourth.call(b"stats\r\n", b"END\r\n")
+        assert b"STAT rejected_connections 1\r\n" in stats
+    finally:
+        d.kill()
