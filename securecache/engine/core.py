@@ -218,12 +218,18 @@ class Engine:
             txn.record_access(pending)
 
     def reclaim_expired(self, limit: int | None) -> int:
-        """Remove expired items: those met by readers, then by the index."""
+        """Remove expired items: those met by readers, then by the index.
+        Nothing to remove costs a read transaction, not a commit."""
         now = int(self.clock())
+        limit = limit or 1 << 62
         lazy, self.lazy_expired = list(self.lazy_expired), set()
+        if not lazy:
+            with self.storage.txn(False) as txn:
+                if not txn.expired_keys(now, 1):
+                    return 0
         with self.storage.txn(True) as txn:
             removed = txn.remove(lazy, now)
-            removed += txn.remove(txn.expired_keys(now, limit or 1 << 62), now)
+            removed += txn.remove(txn.expired_keys(now, limit), now)
         self.counters["reclaimed"] += removed
         return removed
 

@@ -9,8 +9,9 @@ here is bounded (a deadline, or the peer closing); nothing loops forever.
   port really belongs to the process we started (``free_port`` can race with
   other processes on a shared host).
 - ``Conn``: a raw client with bounded reads: ``until`` (a predicate over the
-  bytes received), ``line``, ``meta_step`` (send, then ``mn``, read through
-  ``MN``), ``text_step`` (one request, one reply line).
+  bytes received), ``line``, ``meta_step`` (send, then a ``version``
+  sentinel), ``text_step`` (one request, one reply line), ``binary``
+  (packets, then a NOOP or VERSION sentinel).
 - binary packets: ``bin_request`` builds any header (also wrong ones),
   ``bin_responses`` parses what came back.
 - ``normalise_meta``: cas values renumbered in order of appearance, TTLs
@@ -40,6 +41,7 @@ MEMCACHED_TOOL = "/usr/share/memcached/scripts/memcached-tool"
 
 CLOSED = b"<closed>"
 TIMEOUT = b"<timeout>"
+_VERSION_END = re.compile(rb"(?:^|(?<=\n))VERSION [^\r\n]*\r\n\Z")
 
 
 # ------------------------------------------------------------ binary packets
@@ -171,10 +173,6 @@ class Conn:
             data += chunk
         return data
 
-    def quiet(self, wait: float = 0.3) -> bytes:
-        """Whatever arrives before the peer is quiet for ``wait`` s."""
-        return self.until(lambda data: False, timeout=wait)
-
     def line(self, request: bytes, timeout: float = 5.0) -> bytes:
         """Send ``request``; read until a reply ends in CRLF (or close)."""
         self.send(request)
@@ -194,11 +192,14 @@ class Conn:
         return self.until(lambda data: data.endswith(marker), timeout)
 
     def meta_step(self, request: bytes, timeout: float = 5.0) -> bytes:
-        """Send ``request`` then ``mn``; the replies before ``MN``."""
-        self.send(request + b"mn\r\n")
-        reply = self.through(b"MN\r\n", timeout)
-        if reply.endswith(b"MN\r\n"):
-            return reply[:-4]
+        """Send ``request`` then ``version`` (a sentinel no meta reply can be
+        mistaken for, unlike ``MN`` when the request holds ``mn`` itself);
+        the replies before the VERSION line."""
+        self.send(request + b"version\r\n")
+        reply = self.until(lambda data: _VERSION_END.search(data), timeout)
+        match = _VERSION_END.search(reply)
+        if match:
+            return reply[:match.start()]
         return reply + (CLOSED if self.closed else TIMEOUT)
 
     def binary(self, payload: bytes, sentinel: int | None = None,
