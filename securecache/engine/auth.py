@@ -61,8 +61,14 @@ class Users:
         return match
 
 
-EXEMPT = (ev.Authenticate, ev.Noop, ev.Version, ev.Quit)
-"""What an unauthenticated client may still send (as memcached allows)."""
+EXEMPT = (ev.Authenticate, ev.Mechanisms, ev.Version)
+"""What an unauthenticated client may still send (as memcached's -S allows;
+a text connection is gated by its codec before anything reaches here)."""
+
+
+def mechanisms(op, request: ev.Mechanisms):
+    """SASL LIST MECHS: PLAIN (the codec words the list)."""
+    return Status.OK
 
 
 def authenticate(op, request: ev.Authenticate):

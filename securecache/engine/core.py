@@ -29,7 +29,8 @@ from . import auth, cache, items, stats
 from .access import Access, AccessDenied, InvalidLabel, Session
 
 HANDLERS = {**items.HANDLERS, **cache.HANDLERS,
-            ev.Authenticate: auth.authenticate}
+            ev.Authenticate: auth.authenticate,
+            ev.Mechanisms: auth.mechanisms}
 WRITES = frozenset((ev.Store, ev.Delete, ev.Arith, ev.Touch, ev.FlushAll,
                     ev.Relabel))
 SWEEP_BATCH = 1000

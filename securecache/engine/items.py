@@ -60,7 +60,8 @@ def get(op, request: ev.Get) -> ev.Values:
         shown = item(op, key, record, request.value)
         _recache_token(op, key, record, request.recache, shown)
         items.append(shown)
-        op.fetched(key)
+        if request.bump:
+            op.fetched(key)
     return ev.Values(items)
 
 
@@ -201,6 +202,9 @@ def _rule_append(op, request, record):
     if record is None:
         return Status.NOT_STORED
     op.require(record, "append", request.key)         # kv_item:append
+    if request.cas and request.cas != record.cas:     # binary, ms C
+        op.counters["cas_badval"] += 1
+        return Status.EXISTS
     return None
 
 

@@ -16,11 +16,11 @@ or extras/key/body lengths wrong for the opcode answer 0x04 and close; an
 unknown opcode answers 0x81 and its body is skipped; a value over
 ``max_item_size`` answers 0x03 and its body is skipped (never buffered).
 Any other body longer than ``max_body`` (max item size + header room)
-answers 0x03 and closes. SASL LIST MECHS becomes a ``Noop`` answered
-"PLAIN"; SASL AUTH/STEP with PLAIN becomes ``Authenticate``.
+answers 0x03 and closes. SASL LIST MECHS becomes ``Mechanisms`` (answered
+"PLAIN") and AUTH/STEP with PLAIN ``Authenticate``. A request refused for want of a login closes the
+connection after its 0x20, as memcached's ``-S`` does.
 
-This module imports nothing of ours but ``events`` (and ``text`` for the
-shared ``NEED_DATA`` sentinel).
+This module imports nothing of ours but ``events``.
 """
 
 from __future__ import annotations
@@ -259,7 +259,7 @@ def _specs() -> dict[int, Spec]:
         Op.STAT: ("stat", _stat), Op.TOUCH: ("touch", _touch),
         Op.VERBOSITY: ("level", lambda op, h, x, k, v: ev.Verbosity(
             struct.unpack(">I", x)[0])),
-        Op.SASL_LIST_MECHS: ("empty", lambda *a: ev.Noop()),
+        Op.SASL_LIST_MECHS: ("empty", lambda *a: ev.Mechanisms()),
         Op.SASL_AUTH: ("sasl", _sasl_auth),
         Op.SASL_STEP: ("sasl", _sasl_auth),
     }
@@ -296,6 +296,8 @@ class BinaryCodec:
         self._header: Header | None = None
         self._skip: _Skip | None = None
         self.closed = False
+        self.must_close = False
+        """Set by ``send`` when the reply it rendered ends the connection."""
 
     # ------------------------------------------------------------ input
     def receive_data(self, data: bytes) -> None:
@@ -377,6 +379,9 @@ class BinaryCodec:
     # ----------------------------------------------------------- output
     def send(self, request, reply) -> bytes:
         """The bytes that answer ``request`` with ``reply``."""
+        if isinstance(reply, ev.AuthFailed) and \
+                not isinstance(request, ev.Authenticate):
+            self.must_close = True      # unauthenticated: memcached closes
         return WRITERS[type(reply)](request, reply, request.tag)
 
 

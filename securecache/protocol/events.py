@@ -52,6 +52,7 @@ class Get:
     value: bool = True
     vivify: int | None = None       # meta N: create on miss with this TTL
     recache: int | None = None      # meta R: win a recache below this TTL
+    bump: bool = True               # meta u off: do not count as a fetch
     tag: Any = None
 
 
@@ -201,6 +202,13 @@ class WhoAmI:
 
 
 @dataclass(slots=True)
+class Mechanisms:
+    """SASL LIST MECHS: which mechanisms the server offers (before login)."""
+
+    tag: Any = None
+
+
+@dataclass(slots=True)
 class Authenticate:
     """A user name and password offered by the client (text auth, SASL)."""
 
@@ -332,7 +340,7 @@ class Close:
 
 Request = (Get | Store | Delete | Arith | Touch | FlushAll | Stats | Version
            | Verbosity | Noop | Quit | Shutdown | MetaDump | Relabel
-           | GetLabel | CreateLabel | WhoAmI | Authenticate)
+           | GetLabel | CreateLabel | WhoAmI | Mechanisms | Authenticate)
 Reply = (Values | Status | Done | Number | StatsReply | VersionReply | Label
          | KeyList | Denied | AuthFailed | ServerError | ClientError | Close)
 

@@ -202,7 +202,8 @@ def _read_mg(codec, tokens):
     _check_opaque(tokens[2:])
     return ev.Get([tag.key], touch=values.get(ord("T")),
                   value=ord("v") in values, vivify=values.get(ord("N")),
-                  recache=values.get(ord("R")), tag=tag)
+                  recache=values.get(ord("R")), bump=ord("u") not in values,
+                  tag=tag)
 
 
 MS_MODES = {ord("S"): ev.StoreMode.SET, ord("E"): ev.StoreMode.ADD,
@@ -433,7 +434,7 @@ def _render_debug(reply: ev.Values, tag: MetaTag) -> bytes:
     fields.append(b"cas=%d" % item.cas)
     if facts.hit is not None:
         fields.append(b"fetch=%s" % (b"yes" if facts.hit else b"no"))
-    fields.append(b"size=%d" % item.size)
+    fields.append(b"cls=1 size=%d" % item.size)
     return b"ME %s %s\r\n" % (key, b" ".join(fields))
 
 
@@ -443,10 +444,12 @@ def _render_number(request, reply: ev.Number, tag: MetaTag) -> bytes:
     if ttl is None and reply.created:
         ttl = _ttl(_absolute(request.exptime, tag.clock), tag.clock)
     facts = _Facts(_key_token(tag), cas=reply.cas, ttl=ttl)
+    # memcached 1.6 answers an auto-created item even in quiet mode
+    quiet = _quiet if not reply.created else lambda tag, code, out: out
     if not any(t[0] == ord("v") for t in tag.flags):
-        return _quiet(tag, b"HD", _line(b"HD", tag, b"ctOk", facts))
+        return quiet(tag, b"HD", _line(b"HD", tag, b"ctOk", facts))
     head = _line(b"VA %d" % len(digits), tag, b"ctOk", facts)
-    return _quiet(tag, b"VA", head + digits + b"\r\n")
+    return quiet(tag, b"VA", head + digits + b"\r\n")
 
 
 def _absolute(exptime: int, clock: Callable[[], float]) -> int:

@@ -51,6 +51,8 @@ DENIED = b"CLIENT_ERROR access denied\r\n"
 LINE_TOO_LONG = b"CLIENT_ERROR line too long\r\n"
 UNAUTHENTICATED = b"CLIENT_ERROR unauthenticated\r\n"
 AUTH_FAILED = b"CLIENT_ERROR authentication failure\r\n"
+BAD_LOGIN_TOKENS = b"CLIENT_ERROR bad authentication token format\r\n"
+BAD_LOGIN_TERMINATION = b"CLIENT_ERROR bad command line termination\r\n"
 U32 = (1 << 32) - 1
 U64 = (1 << 64) - 1
 
@@ -62,6 +64,8 @@ class _Block:
     length: int
     finish: Callable[[bytes], ev.Request]
     noreply: bool
+    bad_chunk: bytes = b"CLIENT_ERROR bad data chunk\r\n"
+    on_bad_chunk: Callable[[], None] | None = None
 
 
 class _Swallow:
@@ -118,6 +122,7 @@ class TextCodec:
         self._buffer = bytearray()
         self._pending: _Block | _Swallow | None = None
         self.closed = False
+        self.must_close = False     # no text reply ends a connection by itself
 
     # ------------------------------------------------------------ input
     def receive_data(self, data: bytes) -> None:
@@ -159,7 +164,9 @@ class TextCodec:
         del self._buffer[:end]
         self._pending = None
         if terminator != b"\r\n":
-            raise ProtocolError(b"" if pending.noreply else BAD_CHUNK)
+            if pending.on_bad_chunk is not None:
+                pending.on_bad_chunk()
+            raise ProtocolError(b"" if pending.noreply else pending.bad_chunk)
         return pending.finish(data)
 
     def _next_line(self):
@@ -176,12 +183,10 @@ class TextCodec:
         if len(line) > MAX_LINE and not (tokens and tokens[0] in RETRIEVALS
                                          and len(line) <= MAX_GET_LINE):
             self._close(LINE_TOO_LONG)
-        if not tokens:
-            raise ProtocolError(ERROR)
         if self.auth_pending:
-            reader = _login_reader(tokens[0])
+            reader = _login_reader(tokens)
         else:
-            reader = READERS.get(tokens[0])
+            reader = READERS.get(tokens[0]) if tokens else None
         if reader is None:
             raise ProtocolError(ERROR)
         result = reader(self, tokens)
@@ -248,13 +253,25 @@ class TextCodec:
         return _Block(length, finish, bool(noreply))
 
     def _read_login(self, tokens):
-        block = self._read_store(tokens)
+        """memcached's text auth: ``set <any> <any> <any> <length> ...``
+        whose data is ``user password``."""
+        length = int(tokens[4])
+        if length > self.max_item_size:
+            self._pending = _Swallow(length + 2)
+            raise ProtocolError(TOO_LARGE)
         self.auth_pending = False     # until the engine says otherwise
+        return _Block(length, self._login, False, BAD_LOGIN_TERMINATION,
+                      self._login_again)
 
-        def finish(data: bytes) -> ev.Authenticate:
-            user, _, password = data.partition(b" ")
-            return ev.Authenticate(user.decode("utf-8", "replace"), password)
-        return _Block(block.length, finish, False)
+    def _login(self, data: bytes) -> ev.Authenticate:
+        words = data.split()
+        if len(words) < 2:
+            self._login_again()
+            raise ProtocolError(BAD_LOGIN_TOKENS)
+        return ev.Authenticate(words[0].decode("utf-8", "replace"), words[1])
+
+    def _login_again(self) -> None:
+        self.auth_pending = True
 
     def _read_delete(self, tokens):
         if not 2 <= len(tokens) <= 4:
@@ -317,7 +334,7 @@ class TextCodec:
 
     def _read_lru_crawler(self, tokens):
         if len(tokens) != 3 or tokens[1] != b"metadump":
-            raise ProtocolError(b"CLIENT_ERROR bad command line format\r\n")
+            raise ProtocolError(ERROR)
         prefix = b"" if tokens[2] == b"all" else tokens[2]
         return ev.MetaDump(prefix)
 
@@ -361,8 +378,8 @@ class TextCodec:
         return AUTH_FAILED
 
 
-def _login_reader(command: bytes):
-    if command == b"set":
+def _login_reader(tokens: list[bytes]):
+    if len(tokens) >= 5 and tokens[0] == b"set" and tokens[4].isdigit():
         return TextCodec._read_login
     raise ProtocolError(UNAUTHENTICATED)
 

@@ -107,7 +107,7 @@ class Connection(asyncio.Protocol):
                 close = entry.close
             else:
                 out.append(self.codec.send(entry, reply))
-                close = isinstance(reply, ev.Close)
+                close = isinstance(reply, ev.Close) or self.codec.must_close
         self._write(b"".join(out))
         if close:
             self.close()

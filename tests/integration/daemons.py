@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -34,6 +35,25 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout=20.0,
     raise RuntimeError(f"daemon did not listen on {port}")
 
 
+def binary_version(port: int) -> bytes:
+    """The version a server on ``port`` gives to a binary VERSION request
+    (allowed before a login, so it works with -Y too); b"" when the
+    connection is refused (a client the policy does not admit)."""
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(struct.pack(">BBHBBHIIQ", 0x80, 0x0B, 0, 0, 0, 0, 0, 0, 0))
+        try:
+            while len(data) < 24 or len(data) < 24 + struct.unpack_from(
+                    ">I", data, 8)[0]:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except ConnectionResetError:
+            return b""
+    return data[24:]
+
+
 class Daemon:
     """A securecache serve process on 127.0.0.1, restartable on one directory."""
 
@@ -56,6 +76,10 @@ class Daemon:
                                         stderr=subprocess.STDOUT)
         log.close()
         wait_for_port(self.port, self.process)
+        version = binary_version(self.port)
+        if version and b"securecache" not in version:   # b"": refused by MAC
+            self.kill()
+            raise RuntimeError(f"port {self.port} is not ours: {version!r}")
         return self
 
     def log(self) -> str:

@@ -294,14 +294,14 @@ def test_me_debug(mc, one):
     assert render(request, ev.Values([])) == mc.meta(b"me nokey\r\n")
     found = ev.Item(b"me1", 0, None, 9, NOW + 100, size=64)
     assert render(request, ev.Values([found])) == (
-        b"ME me1 exp=-100 cas=9 size=64\r\n")
+        b"ME me1 exp=-100 cas=9 cls=1 size=64\r\n")
     real = mc.meta(b"me me1\r\n")
     assert real.startswith(b"ME me1 exp=-1 la=")
     encoded = base64.b64encode(b"\x00me")
     request = one(b"me %s b\r\n" % encoded)
     assert request.keys == [b"\x00me"]
     assert render(request, ev.Values([ev.Item(b"\x00me", 0, None, 1)])) == (
-        b"ME %s exp=-1 cas=1 size=0\r\n" % encoded)
+        b"ME %s exp=-1 cas=1 cls=1 size=0\r\n" % encoded)
 
 
 def test_mn_and_generic_replies(one):
