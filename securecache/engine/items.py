@@ -90,8 +90,10 @@ def _vivify(op, key: bytes, request: ev.Get) -> list[ev.Item]:
     except AccessDenied:
         return []                                     # a denied read: a miss
     absolute = absolute_exptime(request.vivify, op.now)
-    record = op.txn.put(key, Record(label_id, 0, max(absolute, 0), op.now,
-                                    0, b"", TOKEN_SENT), None)
+    if absolute == EXPIRED:
+        return []                                     # born expired: a miss
+    record = op.txn.put(key, Record(label_id, 0, absolute, op.now, 0, b"",
+                                    TOKEN_SENT), None)
     shown = item(op, key, record, request.value)
     shown.won = True
     return [shown]
@@ -103,7 +105,7 @@ def _retime(op, key: bytes, record: Record, exptime: int) -> Record:
         op.txn.delete(key, record)
         return record
     new = Record(record.label_id, record.flags, absolute, record.mtime,
-                 record.cas, bytes(record.value))
+                 record.cas, bytes(record.value), record.state)
     return op.txn.put(key, new, record)
 
 
@@ -251,7 +253,10 @@ def _invalidate(op, request: ev.Delete, record: Record) -> None:
     """md I: keep the item, stale (served with X until it is stored again)."""
     exptime = record.exptime
     if request.exptime is not None:
-        exptime = max(absolute_exptime(request.exptime, op.now), 0)
+        exptime = absolute_exptime(request.exptime, op.now)
+    if exptime == EXPIRED:
+        op.txn.delete(request.key, record)
+        return
     op.txn.put(request.key, Record(record.label_id, record.flags, exptime,
                                    record.mtime, 0, bytes(record.value),
                                    STALE), record)
@@ -268,7 +273,7 @@ def arith(op, request: ev.Arith):
     exptime = record.exptime
     if request.touch is not None:
         op.require(record, "setattr", key)            # kv_item:setattr (T)
-        exptime = max(absolute_exptime(request.touch, op.now), 0)
+        exptime = absolute_exptime(request.touch, op.now)
     if request.cas and request.cas != record.cas:
         return Status.EXISTS
     current = _number(record.value)
@@ -281,6 +286,9 @@ def arith(op, request: ev.Arith):
     digits = b"%d" % value
     if len(digits) < len(record.value):
         digits = digits.ljust(len(record.value))   # memcached rewrites in place
+    if exptime == EXPIRED:                          # ma T with a past time
+        op.txn.delete(key, record)
+        return ev.Number(value, 0, exptime=0)
     new = op.txn.put(key, Record(record.label_id, record.flags,
                                  exptime, op.now, 0, digits), record)
     return ev.Number(value, new.cas, exptime=exptime)

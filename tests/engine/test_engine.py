@@ -303,3 +303,17 @@ def test_arith_touch(engine, clock):
     assert (number.value, number.exptime) == (2, clock.now + 100)
     number = run(engine, ev.Arith(b"n", 1, touch=100), APP)
     assert number == ev.Denied()
+
+
+def test_anti_dogpiling_edges(engine):
+    """A past TTL never means "forever": mg N-1 is a miss, md I T-1
+    removes; a touch keeps an item's stale state."""
+    assert run(engine, ev.Get([b"v"], vivify=-1)).items == []
+    assert get(engine, b"v") == {}
+    store(engine, b"s", b"x")
+    run(engine, ev.Delete(b"s", invalidate=True))
+    run(engine, ev.Get([b"s"], touch=100))
+    assert run(engine, ev.Get([b"s"])).items[0].stale
+    assert run(engine, ev.Delete(b"s", invalidate=True, exptime=-1)) is \
+        Status.DELETED
+    assert get(engine, b"s") == {}
