@@ -21,6 +21,8 @@ from ..protocol.events import NEED_DATA, ProtocolError
 from ..protocol.text import TextCodec
 
 WRITE_HIGH_WATER = 1 << 20
+MAX_QUEUE = 4096          # requests parsed but not yet answered
+LINGER = 2.0              # seconds a closing connection drains its input
 
 
 class Connection(asyncio.Protocol):
@@ -33,6 +35,7 @@ class Connection(asyncio.Protocol):
         self.session = None
         self.queue: list = []
         self.closing = False
+        self.paused: set[str] = set()   # why reading is paused
         self.peer = ""
         self.last_command = time.monotonic()
 
@@ -51,11 +54,20 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         """The client does not read its replies: stop reading its requests."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
+        self._pause("replies")
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        self._resume("replies")
+
+    def _pause(self, reason: str) -> None:
+        if not self.paused and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self.paused.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        self.paused.discard(reason)
+        if not self.paused and not self.closing and \
+                not self.transport.is_closing():
             self.transport.resume_reading()
 
     # ------------------------------------------------------------ input
@@ -65,6 +77,8 @@ class Connection(asyncio.Protocol):
         self.server.bytes_read += len(data)
         self.last_command = time.monotonic()
         if self.codec is None:
+            if not data:
+                return
             size = self.server.engine.max_item_size
             self.codec = BinaryCodec(size) if is_binary(data[0]) else \
                 TextCodec(size, auth=self.server.listen.auth)
@@ -75,14 +89,17 @@ class Connection(asyncio.Protocol):
             except ProtocolError as error:
                 self.queue.append(error)
                 if error.close:
-                    self.transport.pause_reading()
+                    self._pause("end")
                     break
                 continue
             if event is NEED_DATA:
                 break
             self.queue.append(event)
             if isinstance(event, ev.Quit):
-                self.transport.pause_reading()
+                self._pause("end")
+                break
+            if len(self.queue) >= MAX_QUEUE:
+                self._pause("queue")      # bounded: parse more when answered
                 break
         if self.queue:
             self.server.batcher.submit(self)
@@ -111,6 +128,9 @@ class Connection(asyncio.Protocol):
         self._write(b"".join(out))
         if close:
             self.close()
+        elif "queue" in self.paused:
+            self._resume("queue")
+            self.data_received(b"")       # requests already buffered
 
     def _write(self, data: bytes) -> None:
         if data and self.transport is not None and not self.closing:
@@ -118,7 +138,19 @@ class Connection(asyncio.Protocol):
             self.transport.write(data)
 
     def close(self) -> None:
-        """Close after what was written has been sent."""
+        """Close after what was written has been sent.
+
+        A lingering close: the replies go out, then a FIN; what the client
+        still sends is read and dropped for a moment, so that the kernel does
+        not answer it with a reset that could destroy the replies in flight.
+        """
+        if self.closing or self.transport is None:
+            return
         self.closing = True
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport.is_closing() or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        transport.resume_reading()
+        asyncio.get_running_loop().call_later(LINGER, transport.close)

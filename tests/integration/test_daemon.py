@@ -184,3 +184,14 @@ def test_connection_limit(tmp_path):
         assert b"STAT rejected_connections 1\r\n" in stats
     finally:
         d.kill()
+
+
+def test_long_pipeline_is_parsed_in_bounded_steps(daemon):
+    """More requests in flight than one connection queues at once (4096):
+    all are answered, in order."""
+    raw = Raw(daemon.port)
+    raw.call(b"set k 0 0 1\r\nx\r\n")
+    raw.send(b"get k\r\n" * 10000 + b"version\r\n")
+    reply = raw.read_through(b"VERSION ", timeout=60)
+    assert reply.count(b"VALUE k 0 1\r\nx\r\nEND\r\n") == 10000
+    assert reply.endswith(b"\r\n") and reply.rindex(b"END") < reply.index(b"VERSION")
