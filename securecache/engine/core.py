@@ -10,14 +10,20 @@ STORED means "on disk").
 
 Errors become replies in exactly one place each: an ``AccessDenied`` from a
 handler becomes ``Denied`` in ``_run``; storage failures (LMDB errors) abort
-the batch and become ``ServerError`` in ``execute``. A full map is not a
-failure: expired items are reclaimed, then each request runs alone, and
-the oldest-written items are evicted to make room (or, with evictions off,
-the request that does not fit gets memcached's out-of-memory error).
+the batch and become ``ServerError`` in ``execute``.
+
+A full cache is not a failure. After every write batch the engine measures
+the pages in use; over the limit (``-m``), it reclaims expired items, then
+evicts the oldest-written ones down to ``LOW_WATER`` of the limit (with
+evictions off, ``-M``, new data is refused with memcached's out-of-memory
+error until deletes make room). The LMDB map has headroom beyond the limit
+so that evicting always works; should one batch exhaust even that, its
+requests run alone, each evicting what it needs or failing alone.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 
@@ -28,6 +34,8 @@ from ..storage import Record, Storage, Txn
 from . import auth, cache, items, stats
 from .access import Access, AccessDenied, InvalidLabel, Session
 
+log = logging.getLogger("securecache")
+
 HANDLERS = {**items.HANDLERS, **cache.HANDLERS,
             ev.Authenticate: auth.authenticate,
             ev.Mechanisms: auth.mechanisms}
@@ -36,6 +44,7 @@ WRITES = frozenset((ev.Store, ev.Delete, ev.Arith, ev.Touch, ev.FlushAll,
 SWEEP_BATCH = 1000
 EVICT_BATCH = 64
 EVICT_ROUNDS = 64
+LOW_WATER = 0.95
 
 
 class NeedsWrite(Exception):
@@ -111,6 +120,7 @@ class Engine:
         self.access = Access(mac)
         self.max_item_size = max_item_size
         self.evictions = evictions
+        self.full = False         # over the limit with evictions off
         self.version = version
         self.shutdown_enabled = shutdown_enabled
         self.shutdown_requested = False
@@ -163,6 +173,7 @@ class Engine:
         try:
             replies = [self._run(txn, session, request, now)
                        for session, request in batch]
+            used = self.storage.usage(txn) if txn.write else 0
         except NeedsWrite:
             txn.abort()
             return self._attempt(batch, write=True)
@@ -170,7 +181,26 @@ class Engine:
             txn.abort()
             raise
         txn.commit()
+        if txn.write:
+            self._keep_under_limit(used)
         return replies
+
+    def _keep_under_limit(self, used: int) -> None:
+        limit = self.storage.map_size
+        if used <= limit:
+            self.full = self.full and used > limit * LOW_WATER
+            return
+        if not self.evictions:
+            self.full = self.reclaim_expired(None) == 0 or \
+                self._usage() > limit
+            return
+        self.reclaim_expired(None)
+        while self._usage() > limit * LOW_WATER and self.evict(EVICT_BATCH):
+            pass
+
+    def _usage(self) -> int:
+        with self.storage.txn(False) as txn:
+            return self.storage.usage(txn)
 
     def _alone(self, session: Session, request):
         for _ in range(EVICT_ROUNDS):
@@ -198,7 +228,15 @@ class Engine:
 
     # ------------------------------------------------------ housekeeping
     def tick(self) -> None:
-        """Periodic work: due delayed flushes, lazy and swept expiry."""
+        """Periodic work: due delayed flushes, lazy and swept expiry,
+        remembered fetches. A storage error here is logged and the work
+        is tried again at the next tick (no client waits for it)."""
+        try:
+            self._housekeeping()
+        except lmdb.Error as error:
+            log.warning("housekeeping postponed: %s", error)
+
+    def _housekeeping(self) -> None:
         now = int(self.clock())
         due = [s for when, s in self.pending_flushes if when <= now]
         if due:
@@ -235,9 +273,13 @@ class Engine:
         return removed
 
     def evict(self, count: int) -> int:
-        """Remove the ``count`` oldest-written items; how many went."""
-        with self.storage.txn(True) as txn:
-            removed = txn.remove(txn.oldest_keys(count))
+        """Remove the ``count`` oldest-written items; how many went (0 if
+        even a delete finds no room: the map is full to its last page)."""
+        try:
+            with self.storage.txn(True) as txn:
+                removed = txn.remove(txn.oldest_keys(count))
+        except lmdb.MapFullError:
+            return 0
         self.counters["evictions"] += removed
         return removed
 

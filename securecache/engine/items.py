@@ -146,7 +146,7 @@ def _invalidating(request: ev.Store, record: Record) -> bool:
 
 
 def _write(op, request, key, old, record, exptime):
-    if len(record.value) > op.max_item_size:
+    if len(record.value) > op.max_item_size or op.engine.full:
         return ev.ServerError("out of memory storing object")
     absolute = absolute_exptime(exptime, op.now)
     if absolute == EXPIRED:
@@ -297,6 +297,8 @@ def arith(op, request: ev.Arith):
 def _autocreate(op, request: ev.Arith):
     if request.initial is None:
         return Status.NOT_FOUND
+    if op.engine.full:
+        return ev.ServerError("out of memory storing object")
     label_id = _creatable(op, request.key)            # kv_item:create
     absolute = absolute_exptime(request.exptime, op.now)
     if absolute == EXPIRED:

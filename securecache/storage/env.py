@@ -10,6 +10,12 @@ The directory is created mode 0700 and LMDB's files 0600: items and their
 labels are nobody else's business. Durability is ``fsync`` (each commit is
 on disk before it returns) or ``async`` (commits reach the OS at once, so a
 process crash loses nothing; ``sync()`` is called every interval).
+
+Size: ``map_size`` is the cache's limit (memcached's ``-m``). LMDB cannot
+even delete in a map that is completely full (a delete copies pages too),
+so the map is opened larger than the limit (``HEADROOM``) and the engine
+keeps the pages in use under the limit by evicting (``usage``): a full
+cache evicts or refuses a write, it never wedges.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import lmdb
 from .txn import Txn
 
 SCHEMA_VERSION = 1
+HEADROOM = 0.25            # map = limit * (1 + HEADROOM) + 8 MiB
+HEADROOM_MIN = 8 << 20
 SUBDBS = ("items", "labels", "label_ids", "expiry", "age", "access", "meta")
 U64 = struct.Struct(">Q")
 
@@ -37,13 +45,14 @@ class Storage:
     def __init__(self, path: str | os.PathLike, *, map_size: int = 64 << 20,
                  durability: str = "fsync", readonly: bool = False) -> None:
         self.path = Path(path)
-        self.map_size = map_size
+        self.map_size = map_size               # the limit, as -m gives it
         self.durability = durability
         _make_private_dir(self.path, readonly)
         old_umask = os.umask(0o077)
         try:
             self.env = lmdb.open(
-                str(self.path), map_size=map_size, max_dbs=len(SUBDBS) + 2,
+                str(self.path), max_dbs=len(SUBDBS) + 2,
+                map_size=int(map_size * (1 + HEADROOM)) + HEADROOM_MIN,
                 subdir=True, mode=0o600, readonly=readonly,
                 sync=durability == "fsync", metasync=durability == "fsync",
                 max_readers=256, lock=True)
@@ -56,6 +65,7 @@ class Storage:
                 name.encode(), txn=txn, create=not readonly)
                 for name in SUBDBS}
             self._check_schema(txn, readonly)
+        self.page_size = self.env.stat()["psize"]
         self.labels: dict[int, bytes] = {}
         self.label_ids: dict[bytes, int] = {}
 
@@ -83,13 +93,20 @@ class Storage:
         """Force committed data to disk (async durability)."""
         self.env.sync(True)
 
+    def usage(self, txn: Txn) -> int:
+        """Bytes in pages that hold data (the B+trees of every sub-db), as
+        ``txn`` sees them; free pages do not count."""
+        pages = 0
+        for db in (None, *self.dbs.values()):
+            stat = txn.txn.stat(db) if db is not None else self.env.stat()
+            pages += stat["branch_pages"] + stat["leaf_pages"] + \
+                stat["overflow_pages"]
+        return pages * self.page_size
+
     def info(self, txn: Txn) -> dict:
         """Sizes for ``stats`` as ``txn`` sees them: items and bytes in use."""
-        info = self.env.info()
-        page = self.env.stat()["psize"]
-        return {"curr_items": txn.count(),
-                "bytes": (info["last_pgno"] + 1) * page,
-                "limit_maxbytes": info["map_size"]}
+        return {"curr_items": txn.count(), "bytes": self.usage(txn),
+                "limit_maxbytes": self.map_size}
 
     def close(self) -> None:
         """Commit nothing more; close the environment."""

@@ -317,3 +317,25 @@ def test_anti_dogpiling_edges(engine):
     assert run(engine, ev.Delete(b"s", invalidate=True, exptime=-1)) is \
         Status.DELETED
     assert get(engine, b"s") == {}
+
+
+def test_cache_stays_within_its_limit_under_any_batch(tmp_path, mac, clock):
+    """A full cache evicts; it never wedges LMDB (a completely full map
+    cannot even delete) and never raises, whatever the batch size."""
+    storage = Storage(tmp_path / "d", map_size=1 << 20)
+    engine = Engine(storage, mac, clock=clock)
+    session = Session(LOCAL)
+    value = b"x" * 30000
+    for start in (0, 1000):                      # small batches, then one huge
+        size = 10 if start == 0 else 400
+        for first in range(start, start + 400, size):
+            batch = [(session, ev.Store(StoreMode.SET, b"k%05d" % i, 0, 0,
+                                        value))
+                     for i in range(first, first + size)]
+            replies = engine.execute(batch)
+            assert all(outcome(r) is Status.STORED for r in replies), replies
+    with storage.txn(False) as txn:
+        assert storage.usage(txn) <= 1 << 20
+    assert engine.counters["evictions"] > 700
+    assert get(engine, b"k01399") == {b"k01399": value}
+    storage.close()

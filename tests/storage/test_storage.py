@@ -152,9 +152,30 @@ def test_newer_schema_is_refused(tmp_path):
         Storage(tmp_path / "d")
 
 
-def test_map_full_is_an_lmdb_error_we_can_catch(tmp_path):
+def test_usage_counts_pages_in_use(tmp_path):
     store = Storage(tmp_path / "d", map_size=1 << 20)
+    with store.txn(False) as txn:
+        empty = store.usage(txn)
+    for i in range(100):
+        put(store, b"k%d" % i, value=b"x" * 4000)
+    with store.txn(False) as txn:
+        full = store.usage(txn)
+        assert store.info(txn)["bytes"] == full
+    assert full - empty >= 100 * 4000
+    with store.txn(True) as txn:
+        txn.remove([b"k%d" % i for i in range(100)])
+    with store.txn(False) as txn:
+        assert store.usage(txn) < full // 10
+    store.close()
+
+
+def test_map_has_headroom_beyond_the_limit(tmp_path):
+    """The map is larger than the limit, so deletes (which copy pages)
+    still work when the data reaches the limit; past the headroom LMDB
+    says MapFullError, which the engine handles."""
+    store = Storage(tmp_path / "d", map_size=1 << 20)
+    assert store.env.info()["map_size"] > (1 << 20) * 1.25
     with pytest.raises(lmdb.MapFullError):
-        for i in range(1000):
+        for i in range(5000):
             put(store, b"k%d" % i, value=b"x" * 4000)
     store.close()
