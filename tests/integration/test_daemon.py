@@ -195,3 +195,35 @@ def test_long_pipeline_is_parsed_in_bounded_steps(daemon):
     reply = raw.read_through(b"VERSION ", timeout=60)
     assert reply.count(b"VALUE k 0 1\r\nx\r\nEND\r\n") == 10000
     assert reply.endswith(b"\r\n") and reply.rindex(b"END") < reply.index(b"VERSION")
+
+
+@pytest.mark.parametrize("durability", ["fsync", "async"])
+def test_full_cache_evicts_and_keeps_serving(tmp_path, durability):
+    d = Daemon(tmp_path, "-m", "1", "--durability", durability).start()
+    try:
+        mc = client(d)
+        value = b"x" * 30000
+        for i in range(200):                      # 6 MB into a 1 MB cache
+            assert mc.set(f"k{i}", value, noreply=False)
+        stats = mc.stats()
+        assert stats[b"evictions"] > 100
+        assert stats[b"bytes"] <= stats[b"limit_maxbytes"] == 1 << 20
+        assert mc.get("k199") == value and mc.get("k0") is None
+        assert d.process.poll() is None
+    finally:
+        d.kill()
+
+
+def test_full_cache_without_evictions_refuses_new_data(tmp_path):
+    d = Daemon(tmp_path, "-m", "1", "-M").start()
+    try:
+        raw = Raw(d.port)
+        value = b"x" * 30000
+        replies = [raw.call(b"set k%d 0 0 %d\r\n%s\r\n" % (i, len(value), value))
+                   for i in range(60)]
+        assert replies[0] == b"STORED\r\n"
+        assert replies[-1] == b"SERVER_ERROR out of memory storing object\r\n"
+        assert raw.call(b"delete k0\r\n") == b"DELETED\r\n"
+        assert raw.call(b"get k1\r\n", b"END\r\n").startswith(b"VALUE k1")
+    finally:
+        d.kill()
