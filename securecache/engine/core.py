@@ -121,6 +121,7 @@ class Engine:
         self.max_item_size = max_item_size
         self.evictions = evictions
         self.full = False         # over the limit with evictions off
+        self.unchecked = 0        # bytes written since usage was measured
         self.version = version
         self.shutdown_enabled = shutdown_enabled
         self.shutdown_requested = False
@@ -173,7 +174,6 @@ class Engine:
         try:
             replies = [self._run(txn, session, request, now)
                        for session, request in batch]
-            used = self.storage.usage(txn) if txn.write else 0
         except NeedsWrite:
             txn.abort()
             return self._attempt(batch, write=True)
@@ -182,11 +182,22 @@ class Engine:
             raise
         txn.commit()
         if txn.write:
-            self._keep_under_limit(used)
+            self._keep_under_limit(txn.written)
         return replies
 
-    def _keep_under_limit(self, used: int) -> None:
+    def _keep_under_limit(self, written: int) -> None:
+        """Measure the pages in use now and then (every ``limit / 16`` bytes
+        written, well inside the map's headroom; at every write while
+        refusing data) and evict or refuse above the limit."""
         limit = self.storage.map_size
+        self.unchecked += written
+        if self.unchecked < limit // 16 and not self.full:
+            return
+        self.unchecked = 0
+        if self.storage.high_water() <= limit:
+            self.full = False
+            return
+        used = self._usage()
         if used <= limit:
             self.full = self.full and used > limit * LOW_WATER
             return

@@ -103,6 +103,11 @@ class Storage:
                 stat["overflow_pages"]
         return pages * self.page_size
 
+    def high_water(self) -> int:
+        """Bytes up to the highest page LMDB ever used in this map: usage
+        can only be over a limit that this is over."""
+        return (self.env.info()["last_pgno"] + 1) * self.page_size
+
     def info(self, txn: Txn) -> dict:
         """Sizes for ``stats`` as ``txn`` sees them: items and bytes in use."""
         return {"curr_items": txn.count(), "bytes": self.usage(txn),

@@ -45,6 +45,7 @@ class Txn:
         self.access = dbs[b"access"]
         self.meta = dbs[b"meta"]
         self._cas: int | None = None
+        self.written = 0            # bytes put, for the engine's size checks
         self._new_labels: dict[bytes, int] = {}
         self._last_label: int | None = None
 
@@ -101,7 +102,9 @@ class Txn:
             self._unindex(key, old)
         if not record.cas:
             record.cas = self.next_cas()
-        self.txn.put(key, encode(record), db=self.items)
+        raw = encode(record)
+        self.written += len(key) + len(raw)
+        self.txn.put(key, raw, db=self.items)
         self._index(key, record)
         return record
 
