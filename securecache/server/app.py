@@ -119,7 +119,13 @@ class Server:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
-        await self._open_listeners()
+        try:
+            await self._open_listeners()
+        except OSError as error:
+            log.error("cannot listen: %s", error)
+            self.exit_status = 1
+            await self._shutdown()
+            return
         log.info("ready")
         ticker = asyncio.ensure_future(self._tick())
         await self.stopping.wait()

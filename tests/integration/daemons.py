@@ -63,6 +63,7 @@ class Daemon:
         self.log_path = tmp / "daemon.log"
         self.extra = list(extra)
         self.port = port or free_port()
+        self.port_chosen = port is None
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:
@@ -71,11 +72,20 @@ class Daemon:
                 "-s", self.socket_path, *self.extra]
 
     def start(self) -> "Daemon":
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.command(), stdout=log,
-                                        stderr=subprocess.STDOUT)
-        log.close()
-        wait_for_port(self.port, self.process)
+        for attempt in range(3):
+            log = open(self.log_path, "ab")
+            self.process = subprocess.Popen(self.command(), stdout=log,
+                                            stderr=subprocess.STDOUT)
+            log.close()
+            try:
+                wait_for_port(self.port, self.process)
+                break
+            except RuntimeError:
+                # another process took the free port we picked: pick again
+                if not (self.port_chosen and "cannot listen" in self.log()
+                        and attempt < 2):
+                    raise
+                self.port = free_port()
         version = binary_version(self.port)
         if version and b"securecache" not in version:   # b"": refused by MAC
             self.kill()
