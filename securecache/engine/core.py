@@ -169,19 +169,17 @@ class Engine:
         return self.storage.durability == "fsync" and self.writes(batch)
 
     def _attempt(self, batch, write: bool | None = None) -> list:
+        """One transaction for the batch: committed if every request ran,
+        aborted (by the transaction's context manager) on any exception."""
         now = int(self.clock())
-        txn = self.storage.txn(self.writes(batch) if write is None else write)
+        write = self.writes(batch) if write is None else write
         try:
-            replies = [self._run(txn, session, request, now)
-                       for session, request in batch]
+            with self.storage.txn(write) as txn:
+                replies = [self._run(txn, session, request, now)
+                           for session, request in batch]
         except NeedsWrite:
-            txn.abort()
             return self._attempt(batch, write=True)
-        except BaseException:
-            txn.abort()
-            raise
-        txn.commit()
-        if txn.write:
+        if write:
             self._keep_under_limit(txn.written)
         return replies
 

@@ -14,10 +14,8 @@ UNIX socket is securecache_local_t.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -210,8 +208,6 @@ def test_malformed_metadump_answers_as_memcached(world, memcached, request_):
     assert replies[1] == replies[0]
 
 
-@pytest.mark.skipif(not Path(MEMCACHED_TOOL).exists() or
-                    not shutil.which("perl"), reason="memcached-tool")
 @pytest.mark.parametrize("who", ["tcp", "unix"])
 def test_memcached_tool_dump(world, who):
     """Debian's memcached-tool ``dump`` (metadump, then a get of each key)

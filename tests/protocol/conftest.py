@@ -155,7 +155,7 @@ def _free_port() -> int:
 def memcached():
     """A real memcached 1.6 on 127.0.0.1, killed when the session ends."""
     if not os.path.exists(MEMCACHED):
-        pytest.skip("memcached is not installed")
+        pytest.fail("memcached is not installed: run tools/setup")
     port = _free_port()
     proc = subprocess.Popen(
         [MEMCACHED, "-u", "root", "-l", "127.0.0.1", "-p", str(port),

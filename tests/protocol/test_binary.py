@@ -9,7 +9,6 @@ flags and values), so only our rendering is under test.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import socketserver
 import struct
@@ -438,8 +437,6 @@ def _pump(source, target, record) -> None:
         pass
 
 
-@pytest.mark.skipif(not shutil.which("memccapable"),
-                    reason="libmemcached-tools not installed")
 def test_every_packet_memccapable_sends_parses(memcached, feed):
     """libmemcached's memccapable -b, relayed to memcached, all passes; each
     request it sent parses (whole and byte by byte) with no protocol error."""

@@ -79,7 +79,7 @@ def test_parse_errors_name_the_line(text, line, message):
 
 
 def test_contexts_checked_and_canonicalized_by_the_server(server):
-    parsed = PeerContexts.parse(f"uid 1 system_u:system_r:securecache_app_t:s0:c3,c2,c1\n",
+    parsed = PeerContexts.parse("uid 1 system_u:system_r:securecache_app_t:s0:c3,c2,c1\n",
                                 server=server)
     assert parsed.for_uid(1) == "system_u:system_r:securecache_app_t:s0:c1.c3"
     with pytest.raises(PeerContextsError, match="pc:2: context .* is not valid"):
