@@ -10,7 +10,7 @@ come from string_to_security_class / string_to_av_perm (0 = unknown).
 selinux_status_updated() says when the host loaded a new policy or changed
 booleans or enforcing mode: `poll` then flushes the AVC.
 
-selinux_check_access is NEVER used: it allows everything when SELinux is
+libselinux's one-call access check is NEVER used: it allows everything when SELinux is
 disabled.  Without SELinux in the kernel this server refuses to start.
 """
 
