@@ -93,7 +93,7 @@ class Server:
         if group == "conns":
             now = time.monotonic()
             rows = []
-            for conn in self.connections:
+            for conn in list(self.connections):    # asked from the storage thread
                 fd = conn.transport.get_extra_info("socket").fileno()
                 rows += [(f"{fd}:addr", conn.peer),
                          (f"{fd}:state", "conn_parse_cmd"),
@@ -128,6 +128,7 @@ class Server:
             return
         log.info("ready")
         ticker = asyncio.ensure_future(self._tick())
+        ticker.add_done_callback(self._ticker_done)
         await self.stopping.wait()
         ticker.cancel()
         await self._shutdown()
@@ -166,6 +167,10 @@ class Server:
                 last_sync = now
             if self.listen.idle_timeout:
                 self._close_idle(now)
+
+    def _ticker_done(self, ticker: asyncio.Future) -> None:
+        if not ticker.cancelled() and ticker.exception() is not None:
+            self._fault(ticker.exception())     # housekeeping must not die
 
     def _close_idle(self, now: float) -> None:
         for conn in list(self.connections):
