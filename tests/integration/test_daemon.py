@@ -227,3 +227,16 @@ def test_full_cache_without_evictions_refuses_new_data(tmp_path):
         assert raw.call(b"get k1\r\n", b"END\r\n").startswith(b"VALUE k1")
     finally:
         d.kill()
+
+
+def test_idle_connections_are_closed(tmp_path):
+    d = Daemon(tmp_path, "--idle-timeout", "1").start()
+    try:
+        idle, busy = Raw(d.port), Raw(d.port)
+        assert idle.call(b"version\r\n").startswith(b"VERSION")
+        for _ in range(6):                       # bounded: ~3 s
+            assert busy.call(b"version\r\n").startswith(b"VERSION")
+            time.sleep(0.5)
+        assert idle.read_all(quiet=1.0) == b"<closed>"
+    finally:
+        d.kill()
