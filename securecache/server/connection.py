@@ -13,12 +13,15 @@ buffer is bounded by the protocol's own limits (line length, item size).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from ..protocol import events as ev
 from ..protocol.binary import BinaryCodec, is_binary
 from ..protocol.events import NEED_DATA, ProtocolError
 from ..protocol.text import TextCodec
+
+log = logging.getLogger("securecache")
 
 WRITE_HIGH_WATER = 1 << 20
 MAX_QUEUE = 4096          # requests parsed but not yet answered
@@ -94,6 +97,8 @@ class Connection(asyncio.Protocol):
                 continue
             if event is NEED_DATA:
                 break
+            if log.isEnabledFor(logging.DEBUG):           # -vv, as memcached
+                log.debug("<%s %s", self.peer, _summary(event))
             self.queue.append(event)
             if isinstance(event, ev.Quit):
                 self._pause("end")
@@ -154,3 +159,10 @@ class Connection(asyncio.Protocol):
         transport.write_eof()
         transport.resume_reading()
         asyncio.get_running_loop().call_later(LINGER, transport.close)
+
+
+def _summary(event) -> str:
+    """A request as -vv prints it: its kind and keys, never its value."""
+    keys = getattr(event, "keys", None) or [getattr(event, "key", b"")]
+    shown = b" ".join(k for k in keys if k).decode("ascii", "replace")
+    return f"{type(event).__name__} {shown}".rstrip()

@@ -240,3 +240,17 @@ def test_idle_connections_are_closed(tmp_path):
         assert idle.read_all(quiet=1.0) == b"<closed>"
     finally:
         d.kill()
+
+
+def test_vv_logs_each_request_without_values(tmp_path):
+    d = Daemon(tmp_path, "-vv").start()
+    try:
+        raw = Raw(d.port)
+        assert raw.call(b"set secretkey 0 0 6\r\nhunter\r\n") == b"STORED\r\n"
+        raw.call(b"get secretkey\r\n", b"END\r\n")
+        time.sleep(0.2)
+        log = d.log()
+        assert "Store secretkey" in log and "Get secretkey" in log
+        assert "hunter" not in log
+    finally:
+        d.kill()
