@@ -235,33 +235,21 @@ def stats(port: int, login: bytes | None = None,
 
 
 # ----------------------------------------------------------------- servers
-def _binary_version(port: int) -> bytes:
-    """VERSION over binary (allowed before authentication, also by memcached)."""
+def start_daemon(tmp: Path, *extra: str) -> Daemon:
+    """A started ``Daemon`` (``Daemon.start`` checks that its port answers
+    as securecache and picks another if the one it chose was taken)."""
+    return Daemon(tmp, *extra).start()
+
+
+def daemon_and_memcached(tmp: Path, *extra: str):
+    """Yield (securecache, memcached) side by side; stop both after."""
+    ours = start_daemon(tmp, *extra)
+    theirs = RealMemcached()
     try:
-        with Conn(port) as conn:
-            responses, _, _ = conn.binary(bin_request(OP["version"],
-                                                      opaque=0x5EC),
-                                          sentinel=0x5EC, timeout=5)
-    except OSError:
-        return b""
-    return responses[0].value if responses else b""
-
-
-def start_daemon(tmp: Path, *extra: str, attempts: int = 3) -> Daemon:
-    """A started ``Daemon`` whose port answers as securecache (a port taken
-    between ``free_port`` and the bind would otherwise be someone else's)."""
-    for attempt in range(attempts):
-        daemon = Daemon(tmp, *extra)
-        try:
-            daemon.start()
-        except RuntimeError:
-            daemon.kill()
-            continue
-        if b"securecache" in _binary_version(daemon.port) and \
-                daemon.process.poll() is None:
-            return daemon
-        daemon.kill()
-    raise RuntimeError(f"securecache did not start: {Daemon(tmp).log_path}")
+        yield ours, theirs
+    finally:
+        ours.kill()
+        theirs.stop()
 
 
 class RealMemcached:

@@ -19,8 +19,8 @@ import struct
 
 import pytest
 
-from .proto_support import (OP, Conn, RealMemcached, bin_noop, bin_request,
-                            bin_set, start_daemon, stats)
+from .proto_support import (OP, Conn, bin_noop, bin_request, bin_set,
+                            daemon_and_memcached, stats)
 
 LIMIT = 1 << 20                        # -I, the same on both servers
 SENTINEL = 0x5E17
@@ -74,12 +74,8 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    ours = start_daemon(tmp_path_factory.mktemp("binary"),
-                        "--durability", "async")
-    theirs = RealMemcached()
-    yield ours, theirs
-    ours.kill()
-    theirs.stop()
+    yield from daemon_and_memcached(tmp_path_factory.mktemp("binary"),
+                                    "--durability", "async")
 
 
 def prepare(port: int) -> dict[str, str]:

@@ -26,18 +26,13 @@ import time
 
 import pytest
 
-from .proto_support import CasMap, Conn, RealMemcached, normalise_meta, \
-    start_daemon
+from .proto_support import CasMap, Conn, daemon_and_memcached, normalise_meta
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    ours = start_daemon(tmp_path_factory.mktemp("meta"),
-                        "--durability", "async")
-    theirs = RealMemcached()
-    yield ours, theirs
-    ours.kill()
-    theirs.stop()
+    yield from daemon_and_memcached(tmp_path_factory.mktemp("meta"),
+                                    "--durability", "async")
 
 
 def b64(key: bytes) -> bytes:
