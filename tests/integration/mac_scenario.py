@@ -237,13 +237,21 @@ def _text_getlabel(c: Context) -> str:
     return "ok" if reply == b"LABEL " + c.label.encode() else _error(reply)
 
 
-def _text_createlabel(c: Context) -> str:
-    if c.conn.call(b"createlabel %s\r\n" % c.label.encode()) != b"OK":
-        return "error(createlabel refused)"
-    outcome = _text_status(b"STORED")(c, b"set %s-new 0 0 2\r\n10\r\n" % c.key)
-    if c.conn.call(b"createlabel default\r\n") != b"OK":
-        return "error(createlabel default refused)"
-    return outcome
+def _createlabel(store, line: bytes):
+    """createlabel LABEL, create ``KEY-new`` with ``line``, back to default:
+    the outcome of the creation (``store`` judges its reply)."""
+    def run(c: Context) -> str:
+        if c.conn.call(b"createlabel %s\r\n" % c.label.encode()) != b"OK":
+            return "error(createlabel refused)"
+        outcome = store(c, line % c.key)
+        if c.conn.call(b"createlabel default\r\n") != b"OK":
+            return "error(createlabel default refused)"
+        return outcome
+    return run
+
+
+_text_createlabel = _createlabel(_text_status(b"STORED"),
+                                 b"set %s-new 0 0 2\r\n10\r\n")
 
 
 def _text_metadump(c: Context) -> str:
@@ -338,13 +346,8 @@ def _meta_status(ok: bytes):
     return run
 
 
-def _meta_createlabel(c: Context) -> str:
-    if c.conn.call(b"createlabel %s\r\n" % c.label.encode()) != b"OK":
-        return "error(createlabel refused)"
-    outcome = _meta_status(b"HD")(c, b"ms %s-new 2\r\n10\r\n" % c.key)
-    if c.conn.call(b"createlabel default\r\n") != b"OK":
-        return "error(createlabel default refused)"
-    return outcome
+_meta_createlabel = _createlabel(_meta_status(b"HD"),
+                                 b"ms %s-new 2\r\n10\r\n")
 
 
 META_OPS: dict[str, Callable] = {
