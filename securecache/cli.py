@@ -49,6 +49,9 @@ def _serve_parser(sub) -> None:
     p.add_argument("-a", "--unix-mask", type=_octal, default=0o700,
                    help="UNIX socket permissions, octal (default 0700)")
     p.add_argument("-c", "--conn-limit", type=int, default=1024)
+    p.add_argument("-t", "--threads", type=int, default=1,
+                   help="worker processes sharing the listeners and the "
+                        "LMDB environment (default 1)")
     p.add_argument("-m", "--memory-limit", type=int, default=64,
                    help="LMDB map size in megabytes (default 64)")
     p.add_argument("-M", "--disable-evictions", action="store_true",

@@ -19,6 +19,9 @@ from ..security import SecurityError
 from ..storage import Record, Txn
 
 
+MAX_LABELS = 1 << 16
+
+
 class AccessDenied(Exception):
     """The policy denied the request; the client is told only "denied"."""
 
@@ -49,12 +52,27 @@ class Access:
 
     def __init__(self, mac) -> None:
         self.mac = mac
+        self.has_perm = mac.has_perm
+        # label id -> effective context: a check on an item is then two
+        # dict hits (this, the AVC). Label ids are never reused, so only a
+        # policy reload (validity may change) empties it.
+        self._effective: dict[int, str] = {}
+        mac.server.add_reload_listener(self._effective.clear)
 
     def label_of(self, txn: Txn, record: Record) -> str:
         """The effective context of a stored item."""
-        stored = txn.label(record.label_id)
-        text = stored.decode("ascii", "replace") if stored is not None else ""
-        return self.mac.effective_label(text)
+        label_id = record.label_id
+        context = self._effective.get(label_id)
+        if context is None:
+            stored = txn.label(label_id)
+            text = stored.decode("ascii", "replace") if stored is not None \
+                else ""
+            context = self.mac.effective_label(text)
+            if stored is not None:        # an id another process is writing
+                if len(self._effective) >= MAX_LABELS:
+                    self._effective.clear()
+                self._effective[label_id] = context
+        return context
 
     def allowed(self, session: Session, txn: Txn, record: Record, perm: str,
                 key: bytes, audit: bool = True) -> bool:
@@ -63,8 +81,8 @@ class Access:
         ``audit=False`` is for listings (metadump, flush_all) that pass over
         every item: a hidden item there is not an attempt on that item.
         """
-        return self.mac.has_perm(session.scontext, self.label_of(txn, record),
-                                 self.ITEM, perm, key=key, audit=audit)
+        return self.has_perm(session.scontext, self.label_of(txn, record),
+                             self.ITEM, perm, key=key, audit=audit)
 
     def require(self, session: Session, txn: Txn, record: Record, perm: str,
                 key: bytes) -> None:

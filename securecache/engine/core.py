@@ -1,24 +1,36 @@
 """The object manager: every request of every protocol goes through here.
 
-How this works: the server hands ``Engine.execute`` a batch of (session,
-request) pairs, the requests that arrived together. The batch runs in ONE
-LMDB transaction (a write transaction if any request writes): each request
-is dispatched from a table to its handler (``items``, ``cache``), which
-checks permissions and acts inside that transaction. The transaction
-commits before any reply leaves (group commit; with fsync durability a
-STORED means "on disk").
+How this works: requests reach the engine in one of two lanes.
 
-Errors become replies in exactly one place each: an ``AccessDenied`` from a
-handler becomes ``Denied`` in ``_run``; storage failures (LMDB errors) abort
-the batch and become ``ServerError`` in ``execute``.
+- ``read(session, request)``: a request that needs no write (get, gets, mg,
+  stats, ...) runs at once, on the caller's thread, in the engine's shared
+  read transaction: the last committed snapshot, which LMDB gives readers
+  without ever waiting for the writer. The server keeps that snapshot for
+  one event-loop turn and drops it (``release_reader``) at the turn's end
+  and after every commit, so a client always sees its own committed
+  writes. A request that writes, or a read that finds it must (a recache
+  token to hand out), answers ``WRITE`` before any side effect: the server
+  moves it to the write lane.
+- ``run_group(batch)``: the write lane's group of (session, request) pairs
+  from every connection, in ONE write transaction (group commit; with
+  fsync durability the commit is on disk when it returns). Its side
+  effects are collected in ``Effects`` and applied once, with ``apply``,
+  on the event loop after the commit; an aborted attempt's are dropped.
 
-A full cache is not a failure. After every write batch the engine measures
-the pages in use; over the limit (``-m``), it reclaims expired items, then
-evicts the oldest-written ones down to ``LOW_WATER`` of the limit (with
-evictions off, ``-M``, new data is refused with memcached's out-of-memory
-error until deletes make room). The LMDB map has headroom beyond the limit
-so that evicting always works; should one batch exhaust even that, its
-requests run alone, each evicting what it needs or failing alone.
+Each request is dispatched from a table to its handler (``items``,
+``cache``, ``auth``), which checks permissions and acts inside the
+transaction. Errors become replies in exactly one place each: an
+``AccessDenied`` becomes ``Denied`` in ``_run``; storage failures (LMDB
+errors) become ``ServerError`` in ``read`` and ``run_group``.
+
+A full cache is not a failure. After write groups (every ``limit / 16``
+bytes written, and once at start) the engine measures the pages in use;
+over the limit (``-m``) it reclaims expired items, then evicts the
+oldest-written ones down to ``LOW_WATER`` of the limit (with evictions
+off, ``-M``, new data is refused with memcached's out-of-memory error until
+deletes make room). The LMDB map has headroom beyond the limit so that
+evicting always works; should one group exhaust even that, its requests
+run alone, each evicting what it needs or failing alone.
 """
 
 from __future__ import annotations
@@ -30,9 +42,10 @@ from collections import Counter
 import lmdb
 
 from ..protocol import events as ev
-from ..storage import Record, Storage, Txn
+from ..storage import Storage, Txn
 from . import auth, cache, items, stats
 from .access import Access, AccessDenied, InvalidLabel, Session
+from .op import Effects, NeedsWrite, Op
 
 log = logging.getLogger("securecache")
 
@@ -41,76 +54,17 @@ HANDLERS = {**items.HANDLERS, **cache.HANDLERS,
             ev.Mechanisms: auth.mechanisms}
 WRITES = frozenset((ev.Store, ev.Delete, ev.Arith, ev.Touch, ev.FlushAll,
                     ev.Relabel))
+WRITE = object()
+"""``read``'s answer for a request that belongs to the write lane."""
 SWEEP_BATCH = 1000
 EVICT_BATCH = 64
 EVICT_ROUNDS = 64
 LOW_WATER = 0.95
-
-
-class NeedsWrite(Exception):
-    """A request in a read transaction found it must write: run it again."""
-
-
-class Op:
-    """What a handler needs: the transaction, the client, the time, checks."""
-
-    __slots__ = ("engine", "txn", "session", "now", "access", "counters",
-                 "max_item_size")
-
-    def __init__(self, engine: "Engine", txn: Txn, session: Session,
-                 now: int) -> None:
-        self.engine = engine
-        self.txn = txn
-        self.session = session
-        self.now = now
-        self.access = engine.access
-        self.counters = engine.counters
-        self.max_item_size = engine.max_item_size
-
-    def allowed(self, record: Record, perm: str, key: bytes,
-                audit: bool = True) -> bool:
-        return self.access.allowed(self.session, self.txn, record, perm, key,
-                                   audit=audit)
-
-    def require(self, record: Record, perm: str, key: bytes) -> None:
-        self.access.require(self.session, self.txn, record, perm, key)
-
-    def expired(self, key: bytes, record: Record) -> None:
-        """An expired item was met: remove it now or at the next tick."""
-        if self.txn.write:
-            self.txn.delete(key, record)
-            self.counters["reclaimed"] += 1
-        else:
-            self.engine.lazy_expired.add(key)
-
-    def need_write(self) -> None:
-        if not self.txn.write:
-            raise NeedsWrite()
-
-    def seen(self, key: bytes, record: Record) -> tuple[bool, int]:
-        """(fetched since stored?, last access time) of an item."""
-        times = [t for t in (self.engine.pending_access.get(key),
-                             self.txn.last_access(key)) if t is not None]
-        return bool(times), max(times) if times else record.mtime
-
-    def fetched(self, key: bytes) -> None:
-        """A hit: remember it (at the next tick when reading)."""
-        if self.txn.write:
-            self.txn.record_access({key: self.now})
-        else:
-            self.engine.pending_access[key] = self.now
-
-    def stored(self, key: bytes) -> None:
-        """A store made a new item, not fetched yet."""
-        self.engine.pending_access.pop(key, None)
-        self.txn.forget_access(key)
-
-    def count(self, name: str, hit: bool) -> None:
-        self.counters[f"{name}_{'hits' if hit else 'misses'}"] += 1
+ACCESS_INTERVAL = 60      # seconds between two writes of one key's access
 
 
 class Engine:
-    """Runs batches of requests against one storage and one security server."""
+    """Runs requests against one storage and one security server."""
 
     def __init__(self, storage: Storage, mac, *, max_item_size: int = 1 << 20,
                  evictions: bool = True, version: str = "1.6.18",
@@ -121,7 +75,6 @@ class Engine:
         self.max_item_size = max_item_size
         self.evictions = evictions
         self.full = False         # over the limit with evictions off
-        self.unchecked = 0        # bytes written since usage was measured
         self.version = version
         self.shutdown_enabled = shutdown_enabled
         self.shutdown_requested = False
@@ -131,11 +84,20 @@ class Engine:
         self.counters: Counter = Counter()
         self.lazy_expired: set[bytes] = set()
         self.pending_access: dict[bytes, int] = {}
+        self.access_written: dict[bytes, int] = {}
         self.pending_flushes: list[tuple[int, Session]] = []
         self.server_stats = lambda group: []
         self.settings: list[tuple[str, object]] = []
         self.users: auth.Users | None = None
         self.context_for_user = lambda session, user: None
+        self._reader: Txn | None = None
+        self.reader_opened = lambda: None
+        """Called when ``read`` opens a snapshot: the server releases it at
+        the end of the event-loop turn."""
+        # Measure at start: a limit holds across restarts, not only for
+        # what this process writes.
+        self.unchecked = storage.map_size
+        self.apply(self._limit_effects(0))
 
     # ---------------------------------------------------------- requests
     def connect(self, session: Session) -> bool:
@@ -143,145 +105,207 @@ class Engine:
         return self.mac.has_perm(session.scontext, self.mac.cache_context,
                                  Access.CACHE, "connect")
 
+    def read(self, session: Session, request):
+        """The reply to a read, from the shared snapshot, or ``WRITE``.
+
+        The reply may hold views into the snapshot: render it before
+        ``release_reader``."""
+        kind = type(request)
+        if kind in WRITES or (kind is ev.Get and (
+                request.touch is not None or request.vivify is not None
+                or request.recache is not None)):
+            return WRITE
+        txn = self._reader
+        try:
+            if txn is None:
+                txn = self._reader = self.storage.reader()
+                self.reader_opened()
+            return self._run(Op(self, txn, session, int(self.clock())),
+                             request)
+        except NeedsWrite:
+            return WRITE
+        except lmdb.Error as error:
+            self.release_reader()
+            return ev.ServerError(f"storage error: {error}")
+
+    def release_reader(self) -> None:
+        """Drop the read snapshot: the next read sees the latest commit."""
+        if self._reader is not None:
+            self._reader, reader = None, self._reader
+            self.storage.release(reader)
+
     def execute(self, batch: list[tuple[Session, ev.Request]]) -> list:
-        """The replies to a batch of requests, in order (see module doc)."""
+        """Run a group and apply its effects: the replies, in order."""
+        replies, effects = self.run_group(batch)
+        self.apply(effects)
+        return replies
+
+    def run_group(self, batch) -> tuple[list, Effects]:
+        """One write transaction for the group (see module doc)."""
         try:
             return self._attempt(batch)
         except lmdb.MapFullError:
             pass
         except lmdb.Error as error:
-            return [ev.ServerError(f"storage error: {error}")] * len(batch)
-        self.reclaim_expired(limit=None)
-        return [self._alone(session, request) for session, request in batch]
+            return [_storage_error(error)] * len(batch), Effects()
+        effects = self._limit_effects(0)
+        self.reclaim_expired(None, effects.counters)
+        replies = []
+        for session, request in batch:
+            reply, alone = self._alone(session, request)
+            replies.append(reply)
+            _merge(effects, alone)
+        return replies, effects
 
-    @staticmethod
-    def writes(batch) -> bool:
-        """Does this batch need a write transaction (as far as its requests
-        say; a read that meets a stale item asks for one: NeedsWrite)?"""
-        return any(type(request) in WRITES or
-                   getattr(request, "touch", None) is not None or
-                   getattr(request, "vivify", None) is not None or
-                   getattr(request, "recache", None) is not None
-                   for _, request in batch)
+    def apply(self, effects: Effects) -> None:
+        """Apply a committed group's side effects (on the event loop)."""
+        self.counters.update(effects.counters)
+        for key in effects.forgotten:
+            self.forget_fetch(key)
+        for key, when in effects.fetches:
+            self.remember_fetch(key, when)
+        if effects.decisions:
+            self.mac.replay_decisions(effects.decisions)
 
-    def blocks(self, batch) -> bool:
-        """Would this batch wait for the disk (a write with fsync)?"""
-        return self.storage.durability == "fsync" and self.writes(batch)
-
-    def _attempt(self, batch, write: bool | None = None) -> list:
+    def _attempt(self, batch) -> tuple[list, Effects]:
         """One transaction for the batch: committed if every request ran,
-        aborted (by the transaction's context manager) on any exception."""
+        aborted (with its effects) on any exception."""
+        effects = Effects()
         now = int(self.clock())
-        write = self.writes(batch) if write is None else write
+        self.mac.hold_decisions()
         try:
-            with self.storage.txn(write) as txn:
-                replies = [self._run(txn, session, request, now)
-                           for session, request in batch]
-        except NeedsWrite:
-            return self._attempt(batch, write=True)
-        if write:
-            self._keep_under_limit(txn.written)
-        return replies
-
-    def _keep_under_limit(self, written: int) -> None:
-        """Measure the pages in use now and then (every ``limit / 16`` bytes
-        written, well inside the map's headroom; at every write while
-        refusing data) and evict or refuse above the limit."""
-        limit = self.storage.map_size
-        self.unchecked += written
-        if self.unchecked < limit // 16 and not self.full:
-            return
-        self.unchecked = 0
-        if self.storage.high_water() <= limit:
-            self.full = False
-            return
-        used = self._usage()
-        if used <= limit:
-            self.full = self.full and used > limit * LOW_WATER
-            return
-        if not self.evictions:
-            self.full = self.reclaim_expired(None) == 0 or \
-                self._usage() > limit
-            return
-        self.reclaim_expired(None)
-        while self._usage() > limit * LOW_WATER and self.evict(EVICT_BATCH):
-            pass
-
-    def _usage(self) -> int:
-        with self.storage.txn(False) as txn:
-            return self.storage.usage(txn)
+            with self.storage.txn(True) as txn:
+                replies = [self._run(Op(self, txn, session, now, effects),
+                                     request) for session, request in batch]
+        finally:
+            effects.decisions = self.mac.take_decisions()
+        _merge(effects, self._limit_effects(txn.written))
+        return replies, effects
 
     def _alone(self, session: Session, request):
+        effects = Effects()
         for _ in range(EVICT_ROUNDS):
             try:
-                return self._attempt([(session, request)])[0]
+                replies, done = self._attempt([(session, request)])
+                _merge(effects, done)
+                return replies[0], effects
             except lmdb.MapFullError:
-                if not (self.evictions and self.evict(EVICT_BATCH)):
+                if not (self.evictions and
+                        self.evict(EVICT_BATCH, effects.counters)):
                     break
             except lmdb.Error as error:
-                return ev.ServerError(f"storage error: {error}")
-        self.counters["outofmemory"] += 1
-        return ev.ServerError("out of memory storing object")
+                return _storage_error(error), effects
+        effects.counters["outofmemory"] += 1
+        return ev.ServerError("out of memory storing object"), effects
 
-    def _run(self, txn: Txn, session: Session, request, now: int):
-        handler = HANDLERS[type(request)]
-        if self.users is not None and not session.authenticated and \
+    def _run(self, op: Op, request):
+        if self.users is not None and not op.session.authenticated and \
                 not isinstance(request, auth.EXEMPT):
             return ev.AuthFailed()
         try:
-            return handler(Op(self, txn, session, now), request)
+            return HANDLERS[type(request)](op, request)
         except AccessDenied:
             return ev.Denied()
         except InvalidLabel:
             return ev.ClientError("invalid security context")
 
-    # ------------------------------------------------------ housekeeping
-    def tick(self) -> None:
-        """Periodic work: due delayed flushes, lazy and swept expiry,
-        remembered fetches. A storage error here is logged and the work
-        is tried again at the next tick (no client waits for it)."""
-        try:
-            self._housekeeping()
-        except lmdb.Error as error:
-            log.warning("housekeeping postponed: %s", error)
+    # ------------------------------------------------------- the limit
+    def _limit_effects(self, written: int) -> Effects:
+        """Measure the pages in use now and then (every ``limit / 16``
+        bytes written, well inside the map's headroom; at every write while
+        refusing data) and evict or refuse above the limit."""
+        effects = Effects()
+        limit = self.storage.map_size
+        self.unchecked += written
+        if self.unchecked < limit // 16 and not self.full:
+            return effects
+        self.unchecked = 0
+        if self.storage.high_water() <= limit:
+            self.full = False
+            return effects
+        used = self._usage()
+        if used <= limit:
+            self.full = self.full and used > limit * LOW_WATER
+            return effects
+        counters = effects.counters
+        if not self.evictions:
+            self.full = self.reclaim_expired(None, counters) == 0 or \
+                self._usage() > limit
+            return effects
+        self.reclaim_expired(None, counters)
+        while self._usage() > limit * LOW_WATER and \
+                self.evict(EVICT_BATCH, counters):
+            pass
+        return effects
 
-    def _housekeeping(self) -> None:
+    def _usage(self) -> int:
+        with self.storage.txn(False) as txn:
+            return self.storage.usage(txn)
+
+    # ------------------------------------------------------ housekeeping
+    def housekeeping(self):
+        """The periodic work as a job for the write lane: the state it needs
+        is taken now (on the event loop); the job returns its Effects."""
+        lazy, self.lazy_expired = list(self.lazy_expired), set()
+        fetches, self.pending_access = self.pending_access, {}
+        self.access_written.update(fetches)
         now = int(self.clock())
         due = [s for when, s in self.pending_flushes if when <= now]
-        if due:
-            self.pending_flushes = [(w, s) for w, s in self.pending_flushes
-                                    if w > now]
-            with self.storage.txn(True) as txn:
-                for session in due:
-                    cache.flush_items(Op(self, txn, session, now))
-        self.reclaim_expired(limit=SWEEP_BATCH)
-        self.flush_access()
+        self.pending_flushes = [(w, s) for w, s in self.pending_flushes
+                                if w > now]
+        return lambda: self._housekeeping(now, lazy, fetches, due)
 
-    def flush_access(self) -> None:
-        """Write down the fetches that readers remembered."""
-        if not self.pending_access:
-            return
-        pending, self.pending_access = self.pending_access, {}
-        with self.storage.txn(True) as txn:
-            txn.record_access(pending)
+    def tick(self) -> None:
+        """Run the periodic work here and now (tests, single thread)."""
+        self.apply(self.housekeeping()())
 
-    def reclaim_expired(self, limit: int | None) -> int:
+    def _housekeeping(self, now, lazy, fetches, due) -> Effects:
+        """Due delayed flushes, lazy and swept expiry, remembered fetches.
+        A storage error is logged and the sweep tried again at the next
+        tick (no client waits for it)."""
+        effects = Effects()
+        try:
+            if due or fetches:
+                with self.storage.txn(True) as txn:
+                    for session in due:
+                        cache.flush_items(Op(self, txn, session, now,
+                                             effects))
+                    txn.record_access(fetches)
+            self.reclaim_expired(SWEEP_BATCH, effects.counters, lazy)
+        except lmdb.Error as error:
+            log.warning("housekeeping postponed: %s", error)
+        return effects
+
+    def remember_fetch(self, key: bytes, when: int) -> None:
+        """A hit on ``key``: written down by housekeeping unless it was
+        written less than ``ACCESS_INTERVAL`` ago."""
+        if when - self.access_written.get(key, -ACCESS_INTERVAL) >= \
+                ACCESS_INTERVAL:
+            self.pending_access[key] = when
+            if len(self.access_written) > 1 << 17:
+                self.access_written.clear()
+
+    def forget_fetch(self, key: bytes) -> None:
+        self.pending_access.pop(key, None)
+        self.access_written.pop(key, None)
+
+    def reclaim_expired(self, limit: int | None, counters: Counter,
+                        lazy: list[bytes] = ()) -> int:
         """Remove expired items: those met by readers, then by the index.
         Nothing to remove costs a read transaction, not a commit."""
         now = int(self.clock())
         limit = limit or 1 << 62
-        lazy, self.lazy_expired = list(self.lazy_expired), set()
         if not lazy:
             with self.storage.txn(False) as txn:
                 if not txn.expired_keys(now, 1):
                     return 0
         with self.storage.txn(True) as txn:
-            removed = txn.remove(lazy, now)
+            removed = txn.remove(list(lazy), now)
             removed += txn.remove(txn.expired_keys(now, limit), now)
-        self.counters["reclaimed"] += removed
+        counters["reclaimed"] += removed
         return removed
 
-    def evict(self, count: int) -> int:
+    def evict(self, count: int, counters: Counter) -> int:
         """Remove the ``count`` oldest-written items; how many went (0 if
         even a delete finds no room: the map is full to its last page)."""
         try:
@@ -289,7 +313,7 @@ class Engine:
                 removed = txn.remove(txn.oldest_keys(count))
         except lmdb.MapFullError:
             return 0
-        self.counters["evictions"] += removed
+        counters["evictions"] += removed
         return removed
 
     def schedule_flush(self, session: Session, when: int) -> None:
@@ -302,3 +326,14 @@ class Engine:
     def stats_rows(self, group: str, op: Op) -> list[tuple[str, object]]:
         """The rows of ``stats GROUP``."""
         return stats.GROUPS[group](self, op)
+
+
+def _merge(into: Effects, other: Effects) -> None:
+    into.counters.update(other.counters)
+    into.forgotten += other.forgotten
+    into.fetches += other.fetches
+    into.decisions += other.decisions
+
+
+def _storage_error(error: lmdb.Error) -> ev.ServerError:
+    return ev.ServerError(f"storage error: {error}")

@@ -15,6 +15,7 @@ from ..protocol.events import Status, StoreMode
 from ..storage import (EXPIRED, STALE, TOKEN_SENT, Record,
                        absolute_exptime)
 from .access import AccessDenied
+from .op import wants_token
 
 U64_MOD = 1 << 64
 
@@ -28,36 +29,53 @@ def live(op, key: bytes) -> Record | None:
     return record
 
 
-def item(op, key: bytes, record: Record, with_value: bool) -> ev.Item:
-    """What a client sees of an item, including whether it was fetched
-    before (since it was stored) and when it was last accessed."""
-    value = bytes(record.value) if with_value else None
-    fetched, last_access = op.seen(key, record)
-    return ev.Item(key, record.flags, value, record.cas, record.exptime,
-                   len(record.value), fetched=fetched,
-                   last_access=last_access)
+def item(op, key: bytes, record: Record, with_value: bool,
+         history: bool = True) -> ev.Item:
+    """What a client sees of an item; with ``history``, whether it was
+    fetched before (since it was stored) and when it was last accessed.
+    The value is the stored bytes as they are (a view into a read
+    snapshot): the codec copies it once, into the reply."""
+    shown = ev.Item(key, record.flags, record.value if with_value else None,
+                    record.cas, record.exptime, len(record.value))
+    if history:
+        shown.fetched, shown.last_access = op.seen(key, record)
+    return shown
 
 
 def get(op, request: ev.Get) -> ev.Values:
-    """get, gets, gat, gats, mg: hits the client may read, in order."""
+    """get, gets, gat, gats, mg: hits the client may read, in order.
+
+    A read transaction looks at every item first: one whose recache token
+    is due moves the request to the write lane before anything is checked
+    or counted, so each decision is logged and counted once."""
+    keys = request.keys
+    records = None
+    if not op.txn.write:
+        records = [live(op, key) for key in keys]
+        if any(wants_token(record) for record in records):
+            op.need_write()
     perm = "read" if request.value else "getattr"
+    name = "get" if request.touch is None else "touch"
     items = []
-    for key in request.keys:
-        record = live(op, key)
-        op.count("touch" if request.touch is not None else "get",
-                 record is not None)
+    for index, key in enumerate(keys):
+        record = live(op, key) if records is None else records[index]
         if record is None and request.vivify is not None:
+            op.count(name, False)
             items += _vivify(op, key, request)
             continue
-        # kv_item:read (getattr for metadata only): a denial is a miss.
+        # kv_item:read (getattr for metadata only): a denial is a miss,
+        # and is counted as one.
         if record is None or not op.allowed(record, perm, key):
+            op.count(name, False)
             continue
         if request.touch is not None:
             # kv_item:setattr to change the expiry (gat): a denial is a miss.
             if not op.allowed(record, "setattr", key):
+                op.count(name, False)
                 continue
             record = _retime(op, key, record, request.touch)
-        shown = item(op, key, record, request.value)
+        op.count(name, True)
+        shown = item(op, key, record, request.value, request.history)
         _recache_token(op, key, record, request.recache, shown)
         items.append(shown)
         if request.bump:

@@ -166,11 +166,11 @@ RULES: dict[str, Callable[[Header], bool]] = {
 
 # ---------------------------------------------------------------- builders
 def _get(op, h, extras, key, value):
-    return ev.Get([key])
+    return ev.Get([key], history=False)
 
 
 def _gat(op, h, extras, key, value):
-    return ev.Get([key], touch=struct.unpack(">I", extras)[0])
+    return ev.Get([key], touch=struct.unpack(">I", extras)[0], history=False)
 
 
 def _touch(op, h, extras, key, value):

@@ -53,6 +53,7 @@ class Get:
     vivify: int | None = None       # meta N: create on miss with this TTL
     recache: int | None = None      # meta R: win a recache below this TTL
     bump: bool = True               # meta u off: do not count as a fetch
+    history: bool = True            # report fetched-before and last access
     tag: Any = None
 
 

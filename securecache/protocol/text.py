@@ -214,7 +214,8 @@ class TextCodec:
         if len(tokens) < 2:
             raise ProtocolError(ERROR)
         keys = [_key(t) for t in tokens[1:]]
-        return ev.Get(keys, tag=WITH_CAS if tokens[0] == b"gets" else 0)
+        return ev.Get(keys, history=False,
+                      tag=WITH_CAS if tokens[0] == b"gets" else 0)
 
     def _read_gat(self, tokens):
         if len(tokens) < 2:
@@ -223,7 +224,7 @@ class TextCodec:
         if len(tokens) < 3:
             raise ProtocolError(ERROR)
         keys = [_key(t) for t in tokens[2:]]
-        return ev.Get(keys, touch=exptime,
+        return ev.Get(keys, touch=exptime, history=False,
                       tag=WITH_CAS if tokens[0] == b"gats" else 0)
 
     def _read_store(self, tokens):

@@ -145,6 +145,20 @@ class MAC:
         its contexts against the loaded policy."""
         return peer.PeerContexts.load(path or policybuild.bundled_peer_contexts(), self.server)
 
+    # ------------------------------------------- decisions of an attempt
+    def hold_decisions(self):
+        """From now on, this thread's audit lines and denial counts wait
+        for ``take_decisions`` (a transaction that may be re-run)."""
+        self.avc.hold()
+
+    def take_decisions(self):
+        """The held side effects, for ``replay_decisions`` once committed."""
+        return self.avc.take()
+
+    def replay_decisions(self, held):
+        """Log and count held decisions: once, after the commit."""
+        self.avc.replay(held)
+
     # ------------------------------------------------------------ admin
     def reload(self):
         """Reload policy and booleans (SIGHUP); the AVC is flushed.

@@ -66,6 +66,7 @@ class AVC:
         # old policy can never be stored after the flush of a reload (the
         # daemon's storage thread and its event loop both ask questions).
         self._lock = threading.Lock()
+        self._held = threading.local()
         server.add_reload_listener(self.flush)
 
     # ------------------------------------------------------------ hot path
@@ -92,7 +93,8 @@ class AVC:
             bit = self._bit(tclass, perm)
         if entry.allowed & bit:
             if entry.auditallow & bit and audit:
-                self.audit.avc(False, (perm,), entry.scontext, entry.tcontext, tclass, key=key)
+                self._effect(self.audit.avc, False, (perm,), entry.scontext,
+                             entry.tcontext, tclass, key=key)
             return True
         if not audit:
             return self._denied_quietly(entry, bit)
@@ -130,14 +132,20 @@ class AVC:
     def _denied(self, entry, bit, tclass, perm, key):
         if bit == 0:
             return self._unknown(entry, tclass, perm, key)
-        self.denials += 1
         permissive = self._permissive_for(entry)
+        self._effect(self._record_denial, entry, bit, tclass, perm, key,
+                     permissive)
+        return permissive
+
+    def _record_denial(self, entry, bit, tclass, perm, key, permissive):
+        if permissive and entry.allowed & bit:
+            return               # granted meanwhile: logged once already
+        self.denials += 1
         if entry.auditdeny & bit:
             self.audit.avc(True, (perm,), entry.scontext, entry.tcontext, tclass,
                            key=key, permissive=permissive)
         if permissive:
             entry.allowed |= bit
-        return permissive
 
     def _denied_quietly(self, entry, bit):
         if bit == 0 and self.server.allows_unknown:
@@ -150,13 +158,44 @@ class AVC:
         token = (entry.scontext, entry.tcontext, tclass, perm)
         if token in self._unknown_granted:
             return True
-        self.denials += 1
         permissive = self._permissive_for(entry)
-        self.audit.avc(True, (perm,), entry.scontext, entry.tcontext, tclass,
-                       key=key, permissive=permissive)
+        self._effect(self._record_unknown, entry, token, key, permissive)
+        return permissive
+
+    def _record_unknown(self, entry, token, key, permissive):
+        if permissive and token in self._unknown_granted:
+            return
+        self.denials += 1
+        self.audit.avc(True, (token[3],), entry.scontext, entry.tcontext,
+                       token[2], key=key, permissive=permissive)
         if permissive:
             self._unknown_granted.add(token)
-        return permissive
+
+    # ------------------------------------------------- held side effects
+    def hold(self):
+        """Hold this thread's audit lines and denial counts from now on:
+        a transaction that may be aborted and run again must not log or
+        count its decisions twice (see take/replay)."""
+        self._held.effects = []
+
+    def take(self):
+        """Stop holding; the held side effects (to ``replay`` after the
+        transaction commits, or to drop)."""
+        held = getattr(self._held, "effects", None)
+        self._held.effects = None
+        return held or []
+
+    def replay(self, held):
+        """Carry out side effects that ``take`` returned."""
+        for function, args, fields in held:
+            function(*args, **fields)
+
+    def _effect(self, function, *args, **fields):
+        held = getattr(self._held, "effects", None)
+        if held is None:
+            function(*args, **fields)
+        else:
+            held.append((function, args, fields))
 
     def _permissive_for(self, entry):
         return self.permissive or entry.permissive or not self.server.host_enforcing

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..engine import Engine, Session
 from ..security import SecurityError
-from .batcher import Batcher
+from .lanes import WriteLane
 from .connection import Connection
 
 log = logging.getLogger("securecache")
@@ -57,7 +57,8 @@ class Server:
         self.rejected_connections = 0
         self.bytes_read = 0
         self.bytes_written = 0
-        self.batcher: Batcher | None = None
+        self.lane: WriteLane | None = None
+        self.release_scheduled = False
         self.stopping: asyncio.Event | None = None
         self.exit_status = 0
         engine.server_stats = self.stats_rows
@@ -107,15 +108,17 @@ class Server:
                 ("bytes_read", self.bytes_read),
                 ("bytes_written", self.bytes_written),
                 ("threads", 1),
-                ("group_commits", self.batcher.batches if self.batcher else 0),
-                ("group_requests", self.batcher.requests if self.batcher else 0)]
+                ("group_commits", self.lane.groups if self.lane else 0),
+                ("group_requests", self.lane.requests if self.lane else 0)]
 
     # ------------------------------------------------------- lifecycle
     async def serve(self) -> None:
         """Listen until a stop signal; then shut down cleanly."""
         loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
-        self.batcher = Batcher(self.engine, loop, self._fault)
+        self.lane = WriteLane(self.engine, loop, self._fault,
+                              threaded=self.engine.storage.durability == "fsync")
+        self.engine.reader_opened = self._reader_opened
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
@@ -153,20 +156,35 @@ class Server:
                 os.umask(old)
             log.info("listening on unix socket %s", path)
 
+    def _reader_opened(self) -> None:
+        """The engine took a read snapshot: drop it at the end of this
+        loop turn, so that the next turn's reads see newer commits."""
+        if not self.release_scheduled:
+            self.release_scheduled = True
+            asyncio.get_running_loop().call_soon(self._release_reader)
+
+    def _release_reader(self) -> None:
+        self.release_scheduled = False
+        self.engine.release_reader()
+
     async def _tick(self) -> None:
         last_sync = time.monotonic()
         while True:
             await asyncio.sleep(min(1.0, self.listen.sync_interval))
-            await self.batcher.exclusive(self.engine.tick)
+            await self.lane.job(self.engine.housekeeping)
             if self.engine.shutdown_requested:
                 self.stopping.set()
             now = time.monotonic()
             if self.engine.storage.durability != "fsync" and \
                     now - last_sync >= self.listen.sync_interval:
-                await self.batcher.exclusive(self.engine.storage.sync)
+                await self.lane.job(self._sync_job)
                 last_sync = now
             if self.listen.idle_timeout:
                 self._close_idle(now)
+
+    def _sync_job(self):
+        storage = self.engine.storage
+        return lambda: storage.sync()
 
     def _ticker_done(self, ticker: asyncio.Future) -> None:
         if not ticker.cancelled() and ticker.exception() is not None:
@@ -194,11 +212,12 @@ class Server:
         for server in self.servers:
             server.close()
         if not self.exit_status:
-            await self.batcher.drain()
+            await self.lane.drain()
         for conn in list(self.connections):
             conn.close()
         await asyncio.sleep(0)
-        self.batcher.close()
+        self.lane.close()
+        self.engine.release_reader()
         self.engine.storage.sync()
         self.engine.storage.close()
         if self.listen.unix_path and os.path.exists(self.listen.unix_path):

@@ -1,13 +1,22 @@
-"""One client connection: moves bytes, nothing else.
+"""One client connection: its requests in order, its replies in order.
 
-How this works: ``data_received`` feeds the codec and queues every complete
-request (or protocol error) it yields, then asks the ``Batcher`` to run
-the queue at the end of this event-loop turn. The batcher sends the
-replies back through ``answer``. Flow control: when the transport's write
-buffer is above its high-water mark (the client is not reading its
-replies) the connection stops reading until it drains. The codec is
-chosen from the first byte (0x80: binary, else text and meta); the codec's input
-buffer is bounded by the protocol's own limits (line length, item size).
+How this works: ``data_received`` feeds the codec and walks the complete
+requests it yields. While the connection has no write of its own in
+flight, each read is answered at once from the engine's read snapshot
+(``engine.read``) and its reply rendered on the spot; the first request
+that writes opens a group part: it and everything parsed after it go to
+the ``WriteLane`` (``submit``), which runs them in its next group commit.
+Whatever arrives while that part is in flight waits in ``backlog``, so a
+client reads its own writes; when the lane hands the replies back
+(``group_done``) they are written and the backlog is walked the same way.
+The replies of one walk leave in one ``write``.
+
+Flow control: reading pauses while the transport's write buffer is above
+its high-water mark (the client is not reading its replies) and while the
+backlog is full. A client's half-close (EOF) is answered like memcached
+does: every request received before it gets its reply, then the
+connection closes. The codec is chosen from the first byte (0x80: binary,
+else text and meta); its input buffer is bounded by the protocol's limits.
 """
 
 from __future__ import annotations
@@ -15,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 
+from ..engine.core import WRITE
 from ..protocol import events as ev
 from ..protocol.binary import BinaryCodec, is_binary
 from ..protocol.events import NEED_DATA, ProtocolError
@@ -33,11 +44,16 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, server) -> None:
         self.server = server
+        self.engine = server.engine
         self.codec = None       # chosen from the first byte, as memcached does
         self.transport: asyncio.Transport | None = None
         self.session = None
-        self.queue: list = []
+        self.part: list | None = None      # entries for the lane, not taken
+        self.flight: list | None = None    # entries the lane is running
+        self.backlog: deque = deque()      # entries behind them
+        self.ended = False      # quit or a closing error: parse no more
         self.closing = False
+        self.eof = False
         self.paused: set[str] = set()   # why reading is paused
         self.peer = ""
         self.last_command = time.monotonic()
@@ -55,6 +71,13 @@ class Connection(asyncio.Protocol):
         self.closing = True
         self.server.forget(self)
 
+    def eof_received(self) -> bool:
+        """The client half-closed: answer what it sent, then close."""
+        self.eof = True
+        if not self.busy:
+            self.close()
+        return True                     # keep the transport open to reply
+
     def pause_writing(self) -> None:
         """The client does not read its replies: stop reading its requests."""
         self._pause("replies")
@@ -69,9 +92,14 @@ class Connection(asyncio.Protocol):
 
     def _resume(self, reason: str) -> None:
         self.paused.discard(reason)
-        if not self.paused and not self.closing and \
+        if not self.paused and not self.closing and not self.eof and \
                 not self.transport.is_closing():
             self.transport.resume_reading()
+
+    @property
+    def busy(self) -> bool:
+        """A write of this connection is queued or in flight."""
+        return self.part is not None or self.flight is not None
 
     # ------------------------------------------------------------ input
     def data_received(self, data: bytes) -> None:
@@ -82,61 +110,111 @@ class Connection(asyncio.Protocol):
         if self.codec is None:
             if not data:
                 return
-            size = self.server.engine.max_item_size
+            size = self.engine.max_item_size
             self.codec = BinaryCodec(size) if is_binary(data[0]) else \
                 TextCodec(size, auth=self.server.listen.auth)
         self.codec.receive_data(data)
-        while True:
-            try:
-                event = self.codec.next_event()
-            except ProtocolError as error:
-                self.queue.append(error)
-                if error.close:
-                    self._pause("end")
-                    break
-                continue
-            if event is NEED_DATA:
-                break
-            if log.isEnabledFor(logging.DEBUG):           # -vv, as memcached
-                log.debug("<%s %s", self.peer, _summary(event))
-            self.queue.append(event)
-            if isinstance(event, ev.Quit):
-                self._pause("end")
-                break
-            if len(self.queue) >= MAX_QUEUE:
-                self._pause("queue")      # bounded: parse more when answered
-                break
-        if self.queue:
-            self.server.batcher.submit(self)
+        self._walk()
 
-    def take(self) -> list:
-        """The queued requests and errors, emptying the queue."""
-        queue, self.queue = self.queue, []
-        return queue
+    def _next(self):
+        """The next entry: a request or a ProtocolError; None for none."""
+        if self.ended:
+            return None
+        try:
+            event = self.codec.next_event()
+        except ProtocolError as error:
+            if error.close:
+                self._end()
+            return error
+        if event is NEED_DATA:
+            return None
+        if log.isEnabledFor(logging.DEBUG):           # -vv, as memcached
+            log.debug("<%s %s", self.peer, _summary(event))
+        if type(event) is ev.Quit:
+            self._end()
+        return event
 
-    # ----------------------------------------------------------- output
-    def answer(self, entries: list, replies) -> None:
-        """Write the replies for ``entries`` (taken earlier), in order."""
-        out = []
-        close = False
-        for entry in entries:
-            is_error = isinstance(entry, ProtocolError)
-            reply = entry if is_error else next(replies)
-            if close:
-                continue            # keep the batch's replies in step
-            if is_error:
+    def _end(self) -> None:
+        """Nothing after this entry is read (quit, or a closing error)."""
+        self.ended = True
+        self._pause("end")
+
+    def _walk(self) -> None:
+        """Answer, in order, every entry that can be answered now."""
+        out: list[bytes] = []
+        backlog = self.backlog
+        while not self.busy:
+            entry = backlog.popleft() if backlog else self._next()
+            if entry is None:
+                break
+            if isinstance(entry, ProtocolError):
                 out.append(entry.reply)
-                close = entry.close
-            else:
-                out.append(self.codec.send(entry, reply))
-                close = isinstance(reply, ev.Close) or self.codec.must_close
-        self._write(b"".join(out))
+                if entry.close:
+                    self._finish(out, close=True)
+                    return
+                continue
+            reply = self.engine.read(self.session, entry)
+            if reply is WRITE:
+                self.part = [entry, *backlog]
+                backlog.clear()
+                self.server.lane.submit(self)
+                break
+            out.append(self.codec.send(entry, reply))
+            if type(reply) is ev.Close or self.codec.must_close:
+                self._finish(out, close=True)
+                return
+        if self.busy:
+            self._queue_more()
+        self._finish(out, close=self.eof and not self.busy)
+
+    def _queue_more(self) -> None:
+        """Parse what is buffered into the part (not yet taken by the lane)
+        or the backlog, up to the bound; then stop reading."""
+        queue = self.part if self.part is not None else self.backlog
+        while len(queue) + len(self.backlog) < MAX_QUEUE:
+            entry = self._next()
+            if entry is None:
+                return
+            queue.append(entry)
+        self._pause("queue")            # bounded: parse more when answered
+
+    def _finish(self, out: list[bytes], close: bool) -> None:
+        if out:
+            self._write(b"".join(out))
         if close:
             self.close()
-        elif "queue" in self.paused:
-            self._resume("queue")
-            self.data_received(b"")       # requests already buffered
 
+    # ------------------------------------------------------ write lane
+    def take_group(self) -> list:
+        """The lane starts a group: the entries it runs for us."""
+        self.flight, self.part = self.part, None
+        return self.flight
+
+    def group_done(self, entries: list, replies: list) -> None:
+        """The lane's replies to ``entries`` (requests only), in order."""
+        self.flight = None
+        replies = iter(replies)
+        out = []
+        for entry in entries:
+            if isinstance(entry, ProtocolError):
+                out.append(entry.reply)
+                if entry.close:
+                    break
+                continue
+            reply = next(replies)
+            out.append(self.codec.send(entry, reply))
+            if type(reply) is ev.Close or self.codec.must_close:
+                self._finish(out, close=True)
+                return
+        else:
+            self._write(b"".join(out))
+            if "queue" in self.paused:
+                self._resume("queue")
+            self._walk()
+            return
+        self._finish(out, close=True)
+
+    # ----------------------------------------------------------- output
     def _write(self, data: bytes) -> None:
         if data and self.transport is not None and not self.closing:
             self.server.bytes_written += len(data)
@@ -153,8 +231,9 @@ class Connection(asyncio.Protocol):
             return
         self.closing = True
         transport = self.transport
-        if transport.is_closing() or not transport.can_write_eof():
-            transport.close()
+        if self.eof or transport.is_closing() or \
+                not transport.can_write_eof():
+            transport.close()           # the client sends nothing more
             return
         transport.write_eof()
         transport.resume_reading()

@@ -89,6 +89,16 @@ class Storage:
         return Txn(self, self.env.begin(write=write, buffers=not write),
                    write)
 
+    def reader(self) -> Txn:
+        """A read transaction on the latest snapshot, zero-copy: values
+        are views into the map, valid until ``release``."""
+        return Txn(self, self.env.begin(buffers=True), False)
+
+    @staticmethod
+    def release(reader: Txn) -> None:
+        """End ``reader`` (a read transaction commits nothing)."""
+        reader.txn.abort()
+
     def sync(self) -> None:
         """Force committed data to disk (async durability)."""
         self.env.sync(True)

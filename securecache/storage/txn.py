@@ -54,10 +54,17 @@ class Txn:
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
-        if kind is None:
-            self.commit()
-        else:
+        if kind is not None:
             self.abort()
+            return
+        try:
+            self.commit()
+        except BaseException:
+            # A commit that failed (a full map while writing the counters
+            # back, a disk error) leaves LMDB's writer held: abort it, or
+            # no later write transaction could begin.
+            self.abort()
+            raise
 
     def commit(self) -> None:
         """Write counters back and commit; then publish new labels."""

@@ -94,7 +94,7 @@ def test_get_family_hits(mc, one):
     for op in (Op.GET, Op.GETQ, Op.GETK, Op.GETKQ):
         data = req(op, b"g1", opaque=0x1000 + op)
         request = one(data)
-        assert request == ev.Get([b"g1"], tag=BinTag(op, 0x1000 + op))
+        assert request == ev.Get([b"g1"], history=False, tag=BinTag(op, 0x1000 + op))
         assert send(request, ev.Values([item])) == mc(data)
 
 
@@ -109,7 +109,7 @@ def test_gat_family(mc, one, op):
     cas = fields(mc(store(Op.SET, b"gat", b"v", flags=7)))["cas"]
     data = req(op, b"gat", struct.pack(">I", 100), opaque=op)
     request = one(data)
-    assert request == ev.Get([b"gat"], touch=100, tag=BinTag(op, op))
+    assert request == ev.Get([b"gat"], touch=100, history=False, tag=BinTag(op, op))
     item = ev.Item(b"gat", 7, b"v", cas, size=1)
     assert send(request, ev.Values([item])) == mc(data)
     miss = req(op, b"nogat", struct.pack(">I", 100), opaque=op)

@@ -58,12 +58,12 @@ def each_mode(data: bytes, **kwargs) -> list:
 
 
 @pytest.mark.parametrize("data, expected", [
-    (b"get k\r\n", [ev.Get([b"k"], tag=0)]),
-    (b"get a b c\r\n", [ev.Get([b"a", b"b", b"c"], tag=0)]),
-    (b"gets a b\r\n", [ev.Get([b"a", b"b"], tag=2)]),
-    (b"gat 10 a b\r\n", [ev.Get([b"a", b"b"], touch=10, tag=0)]),
-    (b"gats -1 a\r\n", [ev.Get([b"a"], touch=-1, tag=2)]),
-    (b"get k\n", [ev.Get([b"k"], tag=0)]),
+    (b"get k\r\n", [ev.Get([b"k"], history=False, tag=0)]),
+    (b"get a b c\r\n", [ev.Get([b"a", b"b", b"c"], history=False, tag=0)]),
+    (b"gets a b\r\n", [ev.Get([b"a", b"b"], history=False, tag=2)]),
+    (b"gat 10 a b\r\n", [ev.Get([b"a", b"b"], touch=10, history=False, tag=0)]),
+    (b"gats -1 a\r\n", [ev.Get([b"a"], touch=-1, history=False, tag=2)]),
+    (b"get k\n", [ev.Get([b"k"], history=False, tag=0)]),
     (b"delete k\r\n", [ev.Delete(b"k", tag=0)]),
     (b"delete k 0\r\n", [ev.Delete(b"k", tag=0)]),
     (b"delete k noreply\r\n", [ev.Delete(b"k", tag=NOREPLY)]),
@@ -174,7 +174,7 @@ def test_oversized_block_is_swallowed():
     data = b"set k 0 0 2000\r\n" + b"x" * 2000 + b"\r\nget k\r\n"
     events = each_mode(data, max_item_size=1024)
     assert events == [("error", b"SERVER_ERROR object too large for cache\r\n",
-                       False), ev.Get([b"k"], tag=0)]
+                       False), ev.Get([b"k"], history=False, tag=0)]
 
 
 def test_long_line_without_newline_closes():
@@ -190,7 +190,7 @@ def test_long_get_line_waits_for_its_newline():
 
 def test_key_of_250_bytes_is_fine():
     key = b"a" * 250
-    assert each_mode(b"get " + key + b"\r\n") == [ev.Get([key], tag=0)]
+    assert each_mode(b"get " + key + b"\r\n") == [ev.Get([key], history=False, tag=0)]
 
 
 REPLIES = [

@@ -1,0 +1,109 @@
+"""What a handler works with: ``Op`` (one request's view) and ``Effects``.
+
+How this works: the engine makes an ``Op`` for every request it runs,
+inside a transaction. A handler reads and writes through ``op.txn`` and
+asks ``op.allowed``/``op.require`` for permissions. Everything a request
+does besides its transaction -- counters, forgotten fetches, audit lines --
+is a side effect that must happen exactly once, when the transaction
+commits. Reads (answered at once on the event loop, never re-run) apply
+counters directly to the engine's; a write group collects them in its
+``Effects``, which the engine applies on the event loop after the group's
+commit and drops when the attempt is aborted (a full map, a storage error).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ..storage import STALE, TOKEN_SENT, Record, Txn
+from .access import Session
+
+
+class NeedsWrite(Exception):
+    """A read found it must write (a recache token to hand out): the request
+    moves, alone, to the write lane. Raised before any side effect."""
+
+
+class Effects:
+    """Side effects of one write attempt, applied once after it commits."""
+
+    __slots__ = ("counters", "forgotten", "fetches", "decisions")
+
+    def __init__(self) -> None:
+        self.counters: Counter = Counter()
+        self.forgotten: list[bytes] = []     # keys stored anew: not fetched
+        self.fetches: list[tuple[bytes, int]] = []
+        self.decisions: list = []            # held audit/AVC side effects
+
+
+class Op:
+    """One request in one transaction: the client, the time, the checks."""
+
+    __slots__ = ("engine", "txn", "session", "now", "access", "counters",
+                 "max_item_size", "effects")
+
+    def __init__(self, engine, txn: Txn, session: Session, now: int,
+                 effects: Effects | None = None) -> None:
+        self.engine = engine
+        self.txn = txn
+        self.session = session
+        self.now = now
+        self.access = engine.access
+        self.effects = effects
+        self.counters = engine.counters if effects is None else \
+            effects.counters
+        self.max_item_size = engine.max_item_size
+
+    def allowed(self, record: Record, perm: str, key: bytes,
+                audit: bool = True) -> bool:
+        return self.access.allowed(self.session, self.txn, record, perm, key,
+                                   audit=audit)
+
+    def require(self, record: Record, perm: str, key: bytes) -> None:
+        self.access.require(self.session, self.txn, record, perm, key)
+
+    def expired(self, key: bytes, record: Record) -> None:
+        """An expired item was met: remove it now or at the next tick."""
+        if self.txn.write:
+            self.txn.delete(key, record)
+            self.counters["reclaimed"] += 1
+        else:
+            self.engine.lazy_expired.add(key)
+
+    def need_write(self) -> None:
+        if not self.txn.write:
+            raise NeedsWrite()
+
+    def seen(self, key: bytes, record: Record) -> tuple[bool, int]:
+        """(fetched since stored?, last access time) of an item."""
+        times = [t for t in (self.engine.pending_access.get(key),
+                             self.txn.last_access(key)) if t is not None]
+        return bool(times), max(times) if times else record.mtime
+
+    def fetched(self, key: bytes) -> None:
+        """A hit: remember it (written down by housekeeping, at most once a
+        minute per key, as memcached bumps an item's time)."""
+        if self.effects is not None:
+            self.effects.fetches.append((key, self.now))
+        else:
+            self.engine.remember_fetch(key, self.now)
+
+    def stored(self, key: bytes) -> None:
+        """A store made a new item, not fetched yet."""
+        self.txn.forget_access(key)
+        if self.effects is not None:
+            self.effects.forgotten.append(key)
+        else:
+            self.engine.forget_fetch(key)
+
+    def count(self, name: str, hit: bool) -> None:
+        self.counters[HIT_NAMES[name][hit]] += 1
+
+
+def wants_token(record: Record | None) -> bool:
+    """A stale item whose recache token nobody holds: fetching it writes."""
+    return record is not None and record.state & (STALE | TOKEN_SENT) == STALE
+
+
+HIT_NAMES = {name: (f"{name}_misses", f"{name}_hits")
+             for name in ("get", "touch", "set", "delete", "incr", "decr")}
