@@ -102,7 +102,8 @@ class Op:
 
 def wants_token(record: Record | None) -> bool:
     """A stale item whose recache token nobody holds: fetching it writes."""
-    return record is not None and record.state & (STALE | TOKEN_SENT) == STALE
+    return record is not None and \
+        (record.state & (STALE | TOKEN_SENT)) == STALE
 
 
 HIT_NAMES = {name: (f"{name}_misses", f"{name}_hits")

@@ -17,8 +17,11 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
+
+import lmdb
 
 from ..engine import Engine, Session
 from ..security import SecurityError
@@ -116,8 +119,13 @@ class Server:
         """Listen until a stop signal; then shut down cleanly."""
         loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
+        threaded = self.engine.storage.durability == "fsync"
+        if threaded:
+            # py-lmdb holds the GIL in every call unless told otherwise: a
+            # commit's fsync on the storage thread would stop the loop.
+            lmdb.enable_drop_gil()
         self.lane = WriteLane(self.engine, loop, self._fault,
-                              threaded=self.engine.storage.durability == "fsync")
+                              threaded=threaded)
         self.engine.reader_opened = self._reader_opened
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stopping.set)
@@ -233,8 +241,15 @@ def _describe(sock: socket.socket | None, peername) -> str:
     return str(peername)
 
 
+SWITCH_INTERVAL = 0.0002
+
+
 def run(server: Server) -> int:
     """Run the server to completion on uvloop (or asyncio); exit status."""
+    # The storage thread needs the GIL for a few microseconds between
+    # waits for the disk; Python's default 5 ms switch interval would make
+    # every write group wait that long behind a busy event loop.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         import uvloop
         runner = uvloop.run
