@@ -36,7 +36,7 @@ MAC (all contexts are str):
     reload()   re-read policy and booleans (SIGHUP); flushes the AVC
     reopen_audit()   reopen a file audit sink (log rotation)
     stats() -> {mac_mode, enforcing, avc_lookups, avc_hits, avc_misses,
-                avc_denials};  reset_stats()
+                avc_denials, avc_entries, avc_evictions};  reset_stats()
     mode ("kernel" | "policy" | "off"), enforcing (bool), warning (str,
     non-empty in off mode), cache_context, unlabeled_context, fingerprint,
     server (the security server), avc (the AVC), missing (list of missing

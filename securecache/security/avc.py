@@ -20,8 +20,22 @@ policy's unlabeled context (as the kernel does with invalidated SIDs): never
 "no check".  The cache is flushed on every policy (re)load: the server calls
 `flush` through its reload listeners; in kernel mode `poll` asks libselinux
 whether the host's policy changed before each check.
+
+Bounded: at most `max_entries` vectors.  A hit marks its entry referenced
+(one attribute store); a miss that finds the cache full evicts one entry by
+second chance from a random position of the ring of entries (a CLOCK whose
+hand jumps): referenced entries met on the way lose their mark and stay.
+Unlike LRU or a sweeping CLOCK, this keeps most of a cyclic working set
+slightly larger than the cache (read in the same order again and again:
+LRU and CLOCK then never hit).
+
+Misses ask the security server WITHOUT holding the AVC's lock (the server
+serialises its own calls, and a reload it does calls `flush`, which takes
+that lock): a decision is stored only if no flush happened since the
+question was asked, so a decision from an old policy never outlives it.
 """
 
+import random
 import threading
 
 from .servers import InvalidContextError
@@ -33,9 +47,11 @@ class _Entry:
     """One cached access vector; `allowed` grows with permissive grants."""
 
     __slots__ = ("allowed", "auditallow", "auditdeny", "permissive",
-                 "scontext", "tcontext")
+                 "scontext", "tcontext", "referenced", "slot")
 
     def __init__(self, decision, scontext, tcontext):
+        self.referenced = False        # hit since the eviction hand passed
+        self.slot = -1                 # index in AVC._ring
         self.allowed = decision.allowed
         self.auditallow = decision.auditallow
         self.auditdeny = decision.auditdeny
@@ -58,14 +74,19 @@ class AVC:
         self.permissive = permissive
         self.max_entries = max_entries
         self._cache = {}
+        self._ring = []                # cache keys; an entry's slot indexes it
         self._bits = {}
         self._unknown_granted = set()
         self.lookups = self.hits = self.misses = self.denials = 0
+        self.evictions = 0
         self._poll = server.poll if server.needs_polling else None
-        # Misses and flushes are serialised: a decision computed under the
-        # old policy can never be stored after the flush of a reload (the
-        # daemon's storage thread and its event loop both ask questions).
+        # Stores and flushes are serialised, and `_flushes` counts flushes: a
+        # decision computed under the old policy is never stored after the
+        # flush of a reload (the daemon's storage thread and its event loop
+        # both ask questions).  The server is never called under this lock.
         self._lock = threading.Lock()
+        self._flushes = 0
+        self._random = random.Random()
         server.add_reload_listener(self.flush)
 
     # ------------------------------------------------------------ hot path
@@ -87,6 +108,7 @@ class AVC:
             entry = self._fill(scontext, tcontext, tclass)
         else:
             self.hits += 1
+            entry.referenced = True
         bit = self._bits.get((tclass, perm))
         if bit is None:
             bit = self._bit(tclass, perm)
@@ -100,14 +122,39 @@ class AVC:
 
     # ------------------------------------------------------------ misses
     def _fill(self, scontext, tcontext, tclass):
+        flushes = self._flushes
+        source = self._effective(scontext)
+        target = self._effective(tcontext)
+        entry = _Entry(self.server.compute_av(source, target, tclass), source, target)
         with self._lock:
-            source = self._effective(scontext)
-            target = self._effective(tcontext)
-            entry = _Entry(self.server.compute_av(source, target, tclass), source, target)
-            if len(self._cache) >= self.max_entries:
-                self._cache.clear()
-            self._cache[(scontext, tcontext, tclass)] = entry
-            return entry
+            if flushes == self._flushes:
+                self._store((scontext, tcontext, tclass), entry)
+        return entry
+
+    def _store(self, key, entry):
+        """Cache `entry` under `key`, evicting one entry if full (under _lock)."""
+        if key in self._cache:          # filled meanwhile by another thread
+            return
+        ring = self._ring
+        if len(ring) < self.max_entries:
+            entry.slot = len(ring)
+            ring.append(key)
+        else:
+            entry.slot = self._victim()
+            del self._cache[ring[entry.slot]]
+            ring[entry.slot] = key
+            self.evictions += 1
+        self._cache[key] = entry
+
+    def _victim(self):
+        """The slot to reuse: second chance from random positions."""
+        cache, ring, pick = self._cache, self._ring, self._random.randrange
+        while True:
+            slot = pick(len(ring))
+            entry = cache[ring[slot]]
+            if not entry.referenced:
+                return slot
+            entry.referenced = False
 
     def _effective(self, ctx):
         if self.server.check_context(ctx):
@@ -118,14 +165,16 @@ class AVC:
         return unlabeled
 
     def _bit(self, tclass, perm):
+        flushes = self._flushes
+        bit = self.server.perm_bit(tclass, perm)
+        if bit is None:
+            # Not in the policy: a pseudo-bit no policy vector has, allowed
+            # only by `handleunknown allow` (see _denied).
+            bit = 0
         with self._lock:
-            bit = self.server.perm_bit(tclass, perm)
-            if bit is None:
-                # Not in the policy: a pseudo-bit no policy vector has, allowed
-                # only by `handleunknown allow` (see _denied).
-                bit = 0
-            self._bits[(tclass, perm)] = bit
-            return bit
+            if flushes == self._flushes:
+                self._bits[(tclass, perm)] = bit
+        return bit
 
     def _denied(self, entry, bit, tclass, perm, key):
         if bit == 0:
@@ -170,15 +219,19 @@ class AVC:
     def flush(self):
         """Forget every cached decision (after a policy change)."""
         with self._lock:
+            self._flushes += 1
             self._cache.clear()
+            self._ring.clear()
             self._bits.clear()
             self._unknown_granted.clear()
 
     def stats(self):
         """The counters, named as in `stats`."""
         return {"avc_lookups": self.lookups, "avc_hits": self.hits,
-                "avc_misses": self.misses, "avc_denials": self.denials}
+                "avc_misses": self.misses, "avc_denials": self.denials,
+                "avc_entries": len(self._cache), "avc_evictions": self.evictions}
 
     def reset_stats(self):
         """Zero the counters (`stats reset`)."""
         self.lookups = self.hits = self.misses = self.denials = 0
+        self.evictions = 0
