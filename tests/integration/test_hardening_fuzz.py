@@ -13,53 +13,38 @@ from __future__ import annotations
 import random
 import socket
 import struct
-import time
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ..fuzz.inputs import (BINARY_SEEDS, EDIT_KINDS, TEXT_SEEDS, binary_request,
+                           corpus_files, mutate)
 from .daemons import Daemon, Raw
 
-CORPUS = Path(__file__).resolve().parents[1] / "fuzz_corpus"
 CANARY = b"canary-value-42"
-TEXT_SEEDS = [
-    b"set k 1 0 3\r\nabc\r\n", b"get k k2\r\n", b"gets k\r\n", b"incr n 5\r\n",
-    b"append k 0 0 1\r\nz\r\n", b"delete k\r\n", b"touch k 10\r\n", b"gat 5 k\r\n",
-    b"mg k v c f t s\r\n", b"ms k 2 T60 F5 I\r\nhi\r\n", b"md k q\r\n",
-    b"ma n N0 J13 D2\r\n", b"ms a 1 E18446744073709551615\r\nx\r\n",
-    b"createlabel system_u:object_r:securecache_local_item_t:s0\r\n",
-    b"lru_crawler metadump all\r\n", b"stats\r\n", b"flush_all 3600\r\n",
-]
-NUMBERS = [b"18446744073709551615", b"-1", b"4294967296", b"9" * 30, b"\xff", b"\r\n"]
 
 
-def _bin(op, key=b"", extras=b"", value=b"", cas=0, opaque=0):
-    return struct.pack(">BBHBBHIIQ", 0x80, op, len(key), len(extras), 0, 0,
-                       len(key) + len(extras) + len(value), opaque, cas) + extras + key + value
-
-
-BINARY_SEEDS = [
-    _bin(0x00, b"k"), _bin(0x01, b"k", struct.pack(">II", 1, 0), b"v"),
-    _bin(0x05, b"n", struct.pack(">QQI", 2**64 - 1, 2**64 - 1, 0)),
-    _bin(0x02, b"k", struct.pack(">II", 0, 0), b"v", cas=2**64 - 1),
-    _bin(0x1C, b"k", struct.pack(">I", 9)), _bin(0x04, b"k"), _bin(0x0A),
-]
-
-
-def corpus_files() -> list[Path]:
-    return sorted(p for p in CORPUS.iterdir() if p.suffix in (".text", ".bin"))
+ADMIN = "system_u:system_r:securecache_admin_t:s0-s0:c0.c1023"
+LOCAL = "system_u:system_r:securecache_local_t:s0"
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
+    """The fuzzing clients (127.0.0.1) are local_t, which may read the
+    canary but not write or remove it (an admin, 127.0.0.2, made it): a
+    fuzzed flush_all or delete must leave it alone."""
     tmp = tmp_path_factory.mktemp("fuzzed")
-    daemon = Daemon(tmp, "--audit-log", str(tmp / "audit.log"),
-                    "--durability", "async").start()
-    client = Raw(daemon.port)
-    assert client.call(b"set canary 7 0 %d\r\n%s\r\n" % (len(CANARY), CANARY)) == b"STORED\r\n"
-    client.close()
+    peer_contexts = tmp / "peer_contexts"
+    peer_contexts.write_text(f"net 127.0.0.2/32 {ADMIN}\nnet 127.0.0.0/8 {LOCAL}\n")
+    daemon = Daemon(tmp, "--peer-contexts", str(peer_contexts), "--audit-log",
+                    str(tmp / "audit.log"), "--durability", "async").start()
+    admin = Raw(daemon.port, source="127.0.0.2")
+    assert admin.call(b"set canary 7 0 %d\r\n%s\r\n" % (len(CANARY), CANARY)) == b"STORED\r\n"
+    assert admin.call(b"getlabel canary\r\n") == \
+        b"LABEL system_u:object_r:securecache_item_t:s0\r\n"
+    admin.close()
     yield daemon
     daemon.kill()
 
@@ -87,21 +72,6 @@ def send_and_drain(port: int, data: bytes, quiet: float) -> bytes:
         client.close()
 
 
-def mutate(data: bytes, edits) -> bytes:
-    out = bytearray(data)
-    for kind, where, what in edits:
-        at = where % (len(out) + 1)
-        if kind == 0 and out:
-            out[at % len(out)] ^= 1 << (what % 8)
-        elif kind == 1:
-            out[at:at] = bytes([what % 256])
-        elif kind == 2:
-            del out[at:at + what % 8 + 1]
-        else:
-            out[at:at] = NUMBERS[what % len(NUMBERS)]
-    return bytes(out)
-
-
 def test_the_corpus_replays_against_a_live_daemon(daemon):
     for path in corpus_files():
         send_and_drain(daemon.port, path.read_bytes(), 0.2)
@@ -113,12 +83,12 @@ def test_the_corpus_replays_against_a_live_daemon(daemon):
 @settings(max_examples=80, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(binary=st.booleans(), picks=st.lists(st.integers(0, 100), min_size=1, max_size=5),
-       edits=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 4096),
+       edits=st.lists(st.tuples(st.integers(0, EDIT_KINDS - 1), st.integers(0, 4096),
                                 st.integers(0, 4096)), max_size=6),
        split=st.booleans())
 def test_fuzzed_input_never_stops_the_daemon(daemon, binary, picks, edits, split):
     pool = BINARY_SEEDS if binary else TEXT_SEEDS
-    data = mutate(b"".join(pool[p % len(pool)] for p in picks), edits)
+    data = mutate(b"".join(pool[p % len(pool)] for p in picks), edits, pool)
     if split:                                   # the same bytes a few at a time
         client = Raw(daemon.port)
         try:
@@ -165,10 +135,10 @@ def _binary_batch(rng: random.Random, count: int) -> bytes:
     for _ in range(count):
         key = b"b%d" % rng.randrange(2000)
         if rng.random() < 0.5:
-            parts.append(_bin(0x11, key, struct.pack(">II", 0, 0), b"x" * rng.randrange(100)))
+            parts.append(binary_request(0x11, key, struct.pack(">II", 0, 0), b"x" * rng.randrange(100)))
         else:
-            parts.append(_bin(0x0D, key))
-    return b"".join(parts) + _bin(0x0A, opaque=0xFEEDFACE)
+            parts.append(binary_request(0x0D, key))
+    return b"".join(parts) + binary_request(0x0A, opaque=0xFEEDFACE)
 
 
 def _read_binary_until_noop(sock: socket.socket) -> None:
@@ -212,8 +182,8 @@ def test_soak_a_million_requests(daemon):
         if rng.random() < 0.2:                   # a mutated, possibly hostile input
             pool = BINARY_SEEDS if rng.random() < 0.3 else TEXT_SEEDS
             data = mutate(b"".join(rng.choice(pool) for _ in range(5)),
-                          [(rng.randrange(4), rng.randrange(4096), rng.randrange(4096))
-                           for _ in range(rng.randrange(6))])
+                          [(rng.randrange(EDIT_KINDS), rng.randrange(4096), rng.randrange(4096))
+                           for _ in range(rng.randrange(6))], pool)
             send_and_drain(daemon.port, data, 0.01)
             garbage += 1
         if sent % 100_000 == 0:

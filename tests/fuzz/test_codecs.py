@@ -11,8 +11,6 @@ splices, extreme numbers) of valid requests and of every corpus file.
 from __future__ import annotations
 
 import random
-import struct
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +19,7 @@ from hypothesis import strategies as st
 from securecache.protocol import binary, events as ev, meta, text
 from securecache.protocol.events import ProtocolError
 
-CORPUS = Path(__file__).resolve().parents[1] / "fuzz_corpus"
+from .inputs import BINARY_SEEDS, EDIT_KINDS, TEXT_SEEDS, corpus_files, mutate
 ITEM_SIZE = 4096
 
 
@@ -39,60 +37,7 @@ CODECS = {
 BUFFER_BOUND = max(text.MAX_GET_LINE, ITEM_SIZE + binary.HEADER_ROOM) + 2
 
 
-def _bin(op, key=b"", extras=b"", value=b"", cas=0):
-    return struct.pack(">BBHBBHIIQ", 0x80, op, len(key), len(extras), 0, 0,
-                       len(key) + len(extras) + len(value), 7, cas) + extras + key + value
-
-
-TEXT_SEEDS = [
-    b"set k 1 0 3\r\nabc\r\n", b"add k 0 60 1 noreply\r\nx\r\n",
-    b"cas k 0 0 1 5\r\ny\r\n", b"get a b c\r\n", b"gets k\r\n", b"gat 10 k\r\n",
-    b"append k 0 0 1\r\nz\r\n", b"incr k 5\r\n", b"decr k 1 noreply\r\n",
-    b"delete k\r\n", b"touch k 10\r\n", b"flush_all 10\r\n", b"stats items\r\n",
-    b"verbosity 1\r\n", b"version\r\n", b"lru_crawler metadump all\r\n",
-    b"relabel k system_u:object_r:securecache_item_t:s0\r\n", b"getlabel k\r\n",
-    b"createlabel system_u:object_r:securecache_item_t:s0:c1,c2\r\n",
-    b"createlabel default\r\n", b"whoami\r\n", b"quit\r\n",
-    b"mg k v c f t s k O123 q\r\n", b"ms k 2 T60 F5 I C9 E77\r\nhi\r\n",
-    b"ms k S2 MA\r\nhi\r\n", b"md k q I T30\r\n", b"ma k N0 J13 D2 MI v\r\n",
-    b"me k\r\n", b"mn\r\n", b"ms a 1 E18446744073709551615\r\nx\r\n",
-]
-BINARY_SEEDS = [
-    _bin(0x00, b"k"), _bin(0x01, b"k", struct.pack(">II", 1, 0), b"v"),
-    _bin(0x02, b"k", struct.pack(">II", 0, 0), b"v", cas=2**64 - 1),
-    _bin(0x04, b"k"), _bin(0x05, b"k", struct.pack(">QQI", 1, 0, 0)),
-    _bin(0x0A), _bin(0x0B), _bin(0x10, b"items"), _bin(0x1C, b"k", struct.pack(">I", 9)),
-    _bin(0x20), _bin(0x21, b"PLAIN", value=b"\0u\0p"), _bin(0x08, extras=struct.pack(">I", 0)),
-    _bin(0x0E, b"k", value=b"tail"), _bin(0x1B, extras=struct.pack(">I", 1)),
-]
-EXTREMES = [b"18446744073709551615", b"18446744073709551616", b"-1", b"0",
-            b"9223372036854775808", b"4294967296", b"99999999999999999999999",
-            b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", b"\r\n", b"\n", b" ", b"\x80"]
-
-
-def corpus(suffix: str = "") -> list[Path]:
-    return sorted(p for p in CORPUS.iterdir() if p.name.endswith(suffix) and p.suffix != ".md")
-
-
-def _mutate(data: bytes, edits: list, pool: list[bytes]) -> bytes:
-    out = bytearray(data)
-    for kind, where, what in edits:
-        at = where % (len(out) + 1)
-        if kind == 0 and out:                              # flip a bit
-            out[at % len(out)] ^= 1 << (what % 8)
-        elif kind == 1:                                    # insert a byte
-            out[at:at] = bytes([what % 256])
-        elif kind == 2:                                    # delete a run
-            del out[at:at + what % 8 + 1]
-        elif kind == 3:                                    # an extreme number
-            out[at:at] = EXTREMES[what % len(EXTREMES)]
-        else:                                              # splice another input
-            other = pool[what % len(pool)]
-            out[at:] = other[what % (len(other) + 1):]
-    return bytes(out)
-
-
-EDITS = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 1 << 16),
+EDITS = st.lists(st.tuples(st.integers(0, EDIT_KINDS - 1), st.integers(0, 1 << 16),
                            st.integers(0, 1 << 16)), max_size=8)
 
 
@@ -153,7 +98,7 @@ def test_random_bytes(name, data, seed):
        seed=st.integers(0, 2**32))
 def test_mutated_requests(name, picks, edits, seed):
     pool = BINARY_SEEDS if name == "binary" else TEXT_SEEDS
-    data = _mutate(b"".join(pool[p % len(pool)] for p in picks), edits, pool + BINARY_SEEDS)
+    data = mutate(b"".join(pool[p % len(pool)] for p in picks), edits, pool + BINARY_SEEDS)
     check(CODECS[name], data, random.Random(seed))
 
 
@@ -161,12 +106,12 @@ def test_mutated_requests(name, picks, edits, seed):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pick=st.integers(0, 100), edits=EDITS, seed=st.integers(0, 2**32))
 def test_mutated_corpus(name, pick, edits, seed):
-    files = corpus()
-    data = _mutate(files[pick % len(files)].read_bytes()[:4000], edits, TEXT_SEEDS + BINARY_SEEDS)
+    files = corpus_files()
+    data = mutate(files[pick % len(files)].read_bytes()[:4000], edits, TEXT_SEEDS + BINARY_SEEDS)
     check(CODECS[name], data, random.Random(seed))
 
 
-@pytest.mark.parametrize("path", corpus(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)
 def test_corpus_replays_through_every_codec(path):
     data = path.read_bytes()
     for name, make in CODECS.items():
