@@ -47,11 +47,10 @@ class _Entry:
     """One cached access vector; `allowed` grows with permissive grants."""
 
     __slots__ = ("allowed", "auditallow", "auditdeny", "permissive",
-                 "scontext", "tcontext", "referenced", "slot")
+                 "scontext", "tcontext", "referenced")
 
     def __init__(self, decision, scontext, tcontext):
-        self.referenced = False        # hit since the eviction hand passed
-        self.slot = -1                 # index in AVC._ring
+        self.referenced = False        # hit since eviction last looked at it
         self.allowed = decision.allowed
         self.auditallow = decision.auditallow
         self.auditdeny = decision.auditdeny
@@ -74,7 +73,7 @@ class AVC:
         self.permissive = permissive
         self.max_entries = max_entries
         self._cache = {}
-        self._ring = []                # cache keys; an entry's slot indexes it
+        self._ring = []                # the cached keys, in slots to evict from
         self._bits = {}
         self._unknown_granted = set()
         self.lookups = self.hits = self.misses = self.denials = 0
@@ -137,12 +136,11 @@ class AVC:
             return
         ring = self._ring
         if len(ring) < self.max_entries:
-            entry.slot = len(ring)
             ring.append(key)
         else:
-            entry.slot = self._victim()
-            del self._cache[ring[entry.slot]]
-            ring[entry.slot] = key
+            slot = self._victim()
+            del self._cache[ring[slot]]
+            ring[slot] = key
             self.evictions += 1
         self._cache[key] = entry
 
