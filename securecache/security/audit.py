@@ -182,15 +182,16 @@ class AuditLog:
 
     def avc(self, denied, perms, scontext, tcontext, tclass, **fields):
         """Format one AVC line with format_avc and write it, unless the
-        rate limit drops it (then it is only counted)."""
+        rate limit drops it (then it is only counted).  True if written."""
         with self._lock:
             if not self.limit.allow():
                 self.suppressed += 1
                 self._pending += 1
-                return
+                return False
             self._summary()
             self.sink.write(format_avc(denied, perms, scontext, tcontext, tclass, **fields))
             self.lines += 1
+            return True
 
     def _summary(self):
         if self._pending:

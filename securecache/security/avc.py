@@ -11,7 +11,8 @@ a bit test.  As libselinux's userspace AVC does:
     permissive mode, or a `typepermissive` source domain): log "denied ...
     permissive=1" (unless dontaudit) and then set the bit in the cached
     vector, so the denial is logged once per (scontext, tcontext, tclass,
-    perm) and then allowed until the next flush;
+    perm) and then allowed until the next flush (a line the audit rate
+    limit drops does not count: that denial is logged at a later try);
   * a permission or class the policy does not define is denied, unless the
     policy says `handleunknown allow`.
 
@@ -179,10 +180,11 @@ class AVC:
             return self._unknown(entry, tclass, perm, key)
         self.denials += 1
         permissive = self._permissive_for(entry)
+        logged = True
         if entry.auditdeny & bit:
-            self.audit.avc(True, (perm,), entry.scontext, entry.tcontext, tclass,
-                           key=key, permissive=permissive)
-        if permissive:
+            logged = self.audit.avc(True, (perm,), entry.scontext, entry.tcontext,
+                                    tclass, key=key, permissive=permissive)
+        if permissive and logged:       # a line the rate limit dropped: log again
             entry.allowed |= bit
         return permissive
 
@@ -199,9 +201,9 @@ class AVC:
             return True
         self.denials += 1
         permissive = self._permissive_for(entry)
-        self.audit.avc(True, (perm,), entry.scontext, entry.tcontext, tclass,
-                       key=key, permissive=permissive)
-        if permissive:
+        logged = self.audit.avc(True, (perm,), entry.scontext, entry.tcontext, tclass,
+                                key=key, permissive=permissive)
+        if permissive and logged:
             self._unknown_granted.add(token)
         return permissive
 

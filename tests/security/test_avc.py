@@ -201,3 +201,25 @@ def test_hot_entries_survive_eviction(server, audit_log):
             avc.has_perm(H.ADMIN, key, ITEM, "read")
         avc.has_perm(H.ADMIN, target, ITEM, "read")
     assert all((H.ADMIN, key, ITEM) in avc._cache for key in hot)
+
+
+def test_permissive_denials_dropped_by_the_rate_limit_are_logged_later(server, audit_file):
+    """A permissive denial is marked as logged only when its line was
+    written: one the audit rate limit dropped is logged at a later try."""
+    from securecache.security.audit import AuditLog
+    now = [0.0]
+    log = AuditLog(audit_file, rate=1, burst=1, clock=lambda: now[0])
+    avc = AVC(server, log, permissive=True)
+    assert avc.has_perm(H.APP, SECRET, ITEM, "read", key=b"k")      # logged
+    assert avc.has_perm(H.APP, SECRET, ITEM, "write", key=b"k")     # dropped
+    assert (log.lines, log.suppressed) == (1, 1)
+    now[0] += 1
+    assert avc.has_perm(H.APP, SECRET, ITEM, "write", key=b"k")     # logged now
+    assert avc.has_perm(H.APP, SECRET, ITEM, "read", key=b"k")      # once only
+    now[0] += 10
+    assert avc.has_perm(H.APP, SECRET, ITEM, "write", key=b"k")
+    log.close()
+    lines = H.read_lines(audit_file)
+    denied = [line.split("{ ")[1].split(" }")[0] for line in lines if line.startswith("avc:")]
+    assert denied == ["read", "write"]
+    assert lines[1].startswith("audit: rate limit exceeded: 1 AVC lines suppressed")
