@@ -42,7 +42,7 @@ UNLABELED_ISID = 3           # the kernel's number for the `unlabeled` SID
 MAX_SIDS = 8192              # SIDs held at once (least recently used freed)
 FIRST_SID = 1 << 30          # our SIDs' range: far above libsepol's own
                              # allocator's and the initial SIDs' numbers
-MAX_MEMO = 50000             # bound of the validity / canonical memos
+MAX_MEMO = 50000             # bound of the validity / canonical memos (oldest out)
 BOOL_VALUES = {"true": True, "false": False}
 
 
@@ -69,6 +69,13 @@ def parse_booleans(text, source="<booleans>"):
         seen[name] = lineno
         entries.append((name, BOOL_VALUES[value.lower()], lineno))
     return entries
+
+
+def _remember(memo, key, value):
+    """Add to a bounded memo (an OrderedDict), dropping its oldest entry."""
+    if len(memo) >= MAX_MEMO:
+        memo.popitem(last=False)
+    memo[key] = value
 
 
 def _read(path, what):
@@ -159,8 +166,8 @@ class PolicyServer(SecurityServer):
         self._next_sid = FIRST_SID
         self._classes = {}
         self._perms = {}
-        self._valid = {}
-        self._canonical = {}
+        self._valid = OrderedDict()
+        self._canonical = OrderedDict()
 
     def _initial_context(self, isid):
         out, size = ctypes.c_void_p(), ctypes.c_size_t()
@@ -271,9 +278,7 @@ class PolicyServer(SecurityServer):
         valid = self._valid.get(ctx)
         if valid is None:
             valid = context_syntax_ok(ctx) and self._check(ctx)
-            if len(self._valid) >= MAX_MEMO:
-                self._valid.clear()
-            self._valid[ctx] = valid
+            _remember(self._valid, ctx, valid)
         return valid
 
     def _check(self, ctx):
@@ -293,9 +298,7 @@ class PolicyServer(SecurityServer):
                 if self._lib.scs_canonical(raw, len(raw), ctypes.byref(out), ctypes.byref(size)) != 0:
                     raise InvalidContextError(f"invalid context under the loaded policy: {ctx}")
                 canon = native.take_string(self._lib, out)
-            if len(self._canonical) >= MAX_MEMO:
-                self._canonical.clear()
-            self._canonical[ctx] = canon
+            _remember(self._canonical, ctx, canon)
         return canon
 
     @property

@@ -43,6 +43,8 @@ def test_a_new_context_costs_the_same_at_100000_contexts(test_policy):
         print(f"new context: {first * 1e6:.1f} us at 1,000, {last * 1e6:.1f} us "
               f"at {len(contexts):,}")
         assert len(srv._sids) <= srv.max_sids == sepol.MAX_SIDS
+        assert len(srv._canonical) == sepol.MAX_MEMO        # the newest kept
+        assert contexts[-1] in srv._canonical and contexts[0] not in srv._canonical
         # before: ~10 us at 1,000 SIDs and ~300 us at 20,000 (linear search)
         assert last < 4 * first + 20e-6
     finally:
