@@ -20,6 +20,10 @@ from ..storage import Record, Txn
 
 
 MAX_LABELS = 1 << 16
+MAX_CREATELABELS = 256
+"""Distinct ``createlabel`` contexts one connection may set (issue 9): each
+new context costs the security server and the label table a little, and
+no connection may make the daemon pay that without bound."""
 
 
 class AccessDenied(Exception):
@@ -42,6 +46,19 @@ class Session:
     facts: dict = field(default_factory=dict)
     """What identified the client (peer label, uid, address), kept so that
     an authenticated user can be mapped again through peer_contexts."""
+    createlabels: set = field(default_factory=set)
+    """The distinct contexts this connection has set with ``createlabel``
+    (at most MAX_CREATELABELS)."""
+
+    def may_set_createlabel(self, context: str) -> bool:
+        """Record ``context`` as set by ``createlabel``; False if it is a new
+        one and the connection has used up MAX_CREATELABELS."""
+        if context in self.createlabels:
+            return True
+        if len(self.createlabels) >= MAX_CREATELABELS:
+            return False
+        self.createlabels.add(context)
+        return True
 
 
 class Access:

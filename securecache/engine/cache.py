@@ -114,11 +114,16 @@ def getlabel(op, request: ev.GetLabel):
 
 
 def createlabel(op, request: ev.CreateLabel):
-    """createlabel CONTEXT|default: the label of this connection's new items."""
+    """createlabel CONTEXT|default: the label of this connection's new items
+    (no permission: ``create`` is checked on it when an item is created).
+    A connection may set at most MAX_CREATELABELS distinct contexts."""
     if request.context is None:
         op.session.createlabel = None
-    else:
-        op.session.createlabel = op.access.valid_context(request.context)
+        return Status.OK
+    context = op.access.valid_context(request.context)
+    if not op.session.may_set_createlabel(context):
+        return ev.ClientError("too many distinct create labels on this connection")
+    op.session.createlabel = context
     return Status.OK
 
 

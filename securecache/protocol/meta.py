@@ -101,6 +101,16 @@ def _strtoull(arg: bytes) -> int | None:
     return value if 0 <= value <= U64 else None
 
 
+# Explicit cas values (``E``) are bounded so that the daemon's cas counter,
+# which later cas values must exceed, can never reach 2^64 (issue 9).
+MAX_EXPLICIT_CAS = 2**63 - 1
+
+
+def _explicit_cas(arg: bytes) -> int | None:
+    value = _strtoull(arg)
+    return value if value is not None and value <= MAX_EXPLICIT_CAS else None
+
+
 def _client_flags(arg: bytes) -> int | None:
     value = _strtoull(arg)          # memcached truncates to 32 bits
     return None if value is None else value & U32
@@ -119,7 +129,7 @@ FLAG_ARGS: dict[int, tuple[Callable[[bytes], object], bytes]] = {
     ord("R"): (_strtol, BAD_TOKEN),
     ord("F"): (_client_flags, KEEP),
     ord("C"): (_strtoull, BAD_TOKEN),
-    ord("E"): (_strtoull, BAD_TOKEN),
+    ord("E"): (_explicit_cas, BAD_TOKEN),
     ord("M"): (_mode, BAD_M_LENGTH),
     ord("J"): (_strtoull, BAD_INITIAL),
     ord("D"): (_strtoull, BAD_DELTA),

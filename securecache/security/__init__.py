@@ -35,8 +35,12 @@ MAC (all contexts are str):
     load_peer_contexts(path=None) -> peer.PeerContexts (bundled if None)
     reload()   re-read policy and booleans (SIGHUP); flushes the AVC
     reopen_audit()   reopen a file audit sink (log rotation)
+    The audit log is rate-limited (audit.DEFAULT_BURST lines, then
+    audit.DEFAULT_RATE per second; pass an audit.AuditLog as `audit` to
+    choose others); dropped lines are counted in audit_suppressed.
     stats() -> {mac_mode, enforcing, avc_lookups, avc_hits, avc_misses,
-                avc_denials};  reset_stats()
+                avc_denials, avc_entries, avc_evictions, audit_lines,
+                audit_suppressed};  reset_stats()
     mode ("kernel" | "policy" | "off"), enforcing (bool), warning (str,
     non-empty in off mode), cache_context, unlabeled_context, fingerprint,
     server (the security server), avc (the AVC), missing (list of missing
@@ -187,11 +191,13 @@ class MAC:
         """Counters for `stats`."""
         result = {"mac_mode": self.mode, "enforcing": int(self.enforcing)}
         result.update(self.avc.stats())
+        result.update(self.audit.stats())
         return result
 
     def reset_stats(self):
-        """Zero the AVC counters (`stats reset`)."""
+        """Zero the AVC and audit counters (`stats reset`)."""
         self.avc.reset_stats()
+        self.audit.reset_stats()
 
     def close(self):
         """Close the audit sink."""

@@ -11,7 +11,8 @@ a bit test.  As libselinux's userspace AVC does:
     permissive mode, or a `typepermissive` source domain): log "denied ...
     permissive=1" (unless dontaudit) and then set the bit in the cached
     vector, so the denial is logged once per (scontext, tcontext, tclass,
-    perm) and then allowed until the next flush;
+    perm) and then allowed until the next flush (a line the audit rate
+    limit drops does not count: that denial is logged at a later try);
   * a permission or class the policy does not define is denied, unless the
     policy says `handleunknown allow`.
 
@@ -20,8 +21,22 @@ policy's unlabeled context (as the kernel does with invalidated SIDs): never
 "no check".  The cache is flushed on every policy (re)load: the server calls
 `flush` through its reload listeners; in kernel mode `poll` asks libselinux
 whether the host's policy changed before each check.
+
+Bounded: at most `max_entries` vectors.  A hit marks its entry referenced
+(one attribute store); a miss that finds the cache full evicts one entry by
+second chance from a random position of the ring of entries (a CLOCK whose
+hand jumps): referenced entries met on the way lose their mark and stay.
+Unlike LRU or a sweeping CLOCK, this keeps most of a cyclic working set
+slightly larger than the cache (read in the same order again and again:
+LRU and CLOCK then never hit).
+
+Misses ask the security server WITHOUT holding the AVC's lock (the server
+serialises its own calls, and a reload it does calls `flush`, which takes
+that lock): a decision is stored only if no flush happened since the
+question was asked, so a decision from an old policy never outlives it.
 """
 
+import random
 import threading
 
 from .servers import InvalidContextError
@@ -33,9 +48,10 @@ class _Entry:
     """One cached access vector; `allowed` grows with permissive grants."""
 
     __slots__ = ("allowed", "auditallow", "auditdeny", "permissive",
-                 "scontext", "tcontext")
+                 "scontext", "tcontext", "referenced")
 
     def __init__(self, decision, scontext, tcontext):
+        self.referenced = False        # hit since eviction last looked at it
         self.allowed = decision.allowed
         self.auditallow = decision.auditallow
         self.auditdeny = decision.auditdeny
@@ -58,14 +74,19 @@ class AVC:
         self.permissive = permissive
         self.max_entries = max_entries
         self._cache = {}
+        self._ring = []                # the cached keys, in slots to evict from
         self._bits = {}
         self._unknown_granted = set()
         self.lookups = self.hits = self.misses = self.denials = 0
+        self.evictions = 0
         self._poll = server.poll if server.needs_polling else None
-        # Misses and flushes are serialised: a decision computed under the
-        # old policy can never be stored after the flush of a reload (the
-        # daemon's storage thread and its event loop both ask questions).
+        # Stores and flushes are serialised, and `_flushes` counts flushes: a
+        # decision computed under the old policy is never stored after the
+        # flush of a reload (the daemon's storage thread and its event loop
+        # both ask questions).  The server is never called under this lock.
         self._lock = threading.Lock()
+        self._flushes = 0
+        self._random = random.Random()
         self._held = threading.local()
         server.add_reload_listener(self.flush)
 
@@ -88,6 +109,7 @@ class AVC:
             entry = self._fill(scontext, tcontext, tclass)
         else:
             self.hits += 1
+            entry.referenced = True
         bit = self._bits.get((tclass, perm))
         if bit is None:
             bit = self._bit(tclass, perm)
@@ -102,14 +124,38 @@ class AVC:
 
     # ------------------------------------------------------------ misses
     def _fill(self, scontext, tcontext, tclass):
+        flushes = self._flushes
+        source = self._effective(scontext)
+        target = self._effective(tcontext)
+        entry = _Entry(self.server.compute_av(source, target, tclass), source, target)
         with self._lock:
-            source = self._effective(scontext)
-            target = self._effective(tcontext)
-            entry = _Entry(self.server.compute_av(source, target, tclass), source, target)
-            if len(self._cache) >= self.max_entries:
-                self._cache.clear()
-            self._cache[(scontext, tcontext, tclass)] = entry
-            return entry
+            if flushes == self._flushes:
+                self._store((scontext, tcontext, tclass), entry)
+        return entry
+
+    def _store(self, key, entry):
+        """Cache `entry` under `key`, evicting one entry if full (under _lock)."""
+        if key in self._cache:          # filled meanwhile by another thread
+            return
+        ring = self._ring
+        if len(ring) < self.max_entries:
+            ring.append(key)
+        else:
+            slot = self._victim()
+            del self._cache[ring[slot]]
+            ring[slot] = key
+            self.evictions += 1
+        self._cache[key] = entry
+
+    def _victim(self):
+        """The slot to reuse: second chance from random positions."""
+        cache, ring, pick = self._cache, self._ring, self._random.randrange
+        while True:
+            slot = pick(len(ring))
+            entry = cache[ring[slot]]
+            if not entry.referenced:
+                return slot
+            entry.referenced = False
 
     def _effective(self, ctx):
         if self.server.check_context(ctx):
@@ -120,14 +166,16 @@ class AVC:
         return unlabeled
 
     def _bit(self, tclass, perm):
+        flushes = self._flushes
+        bit = self.server.perm_bit(tclass, perm)
+        if bit is None:
+            # Not in the policy: a pseudo-bit no policy vector has, allowed
+            # only by `handleunknown allow` (see _denied).
+            bit = 0
         with self._lock:
-            bit = self.server.perm_bit(tclass, perm)
-            if bit is None:
-                # Not in the policy: a pseudo-bit no policy vector has, allowed
-                # only by `handleunknown allow` (see _denied).
-                bit = 0
-            self._bits[(tclass, perm)] = bit
-            return bit
+            if flushes == self._flushes:
+                self._bits[(tclass, perm)] = bit
+        return bit
 
     def _denied(self, entry, bit, tclass, perm, key):
         if bit == 0:
@@ -141,10 +189,11 @@ class AVC:
         if permissive and entry.allowed & bit:
             return               # granted meanwhile: logged once already
         self.denials += 1
+        logged = True
         if entry.auditdeny & bit:
-            self.audit.avc(True, (perm,), entry.scontext, entry.tcontext, tclass,
-                           key=key, permissive=permissive)
-        if permissive:
+            logged = self.audit.avc(True, (perm,), entry.scontext, entry.tcontext,
+                                    tclass, key=key, permissive=permissive)
+        if permissive and logged:       # a line the rate limit dropped: log again
             entry.allowed |= bit
 
     def _denied_quietly(self, entry, bit):
@@ -166,9 +215,10 @@ class AVC:
         if permissive and token in self._unknown_granted:
             return
         self.denials += 1
-        self.audit.avc(True, (token[3],), entry.scontext, entry.tcontext,
-                       token[2], key=key, permissive=permissive)
-        if permissive:
+        logged = self.audit.avc(True, (token[3],), entry.scontext,
+                                entry.tcontext, token[2], key=key,
+                                permissive=permissive)
+        if permissive and logged:
             self._unknown_granted.add(token)
 
     # ------------------------------------------------- held side effects
@@ -209,15 +259,19 @@ class AVC:
     def flush(self):
         """Forget every cached decision (after a policy change)."""
         with self._lock:
+            self._flushes += 1
             self._cache.clear()
+            self._ring.clear()
             self._bits.clear()
             self._unknown_granted.clear()
 
     def stats(self):
         """The counters, named as in `stats`."""
         return {"avc_lookups": self.lookups, "avc_hits": self.hits,
-                "avc_misses": self.misses, "avc_denials": self.denials}
+                "avc_misses": self.misses, "avc_denials": self.denials,
+                "avc_entries": len(self._cache), "avc_evictions": self.evictions}
 
     def reset_stats(self):
         """Zero the counters (`stats reset`)."""
         self.lookups = self.hits = self.misses = self.denials = 0
+        self.evictions = 0

@@ -11,16 +11,23 @@ scs_compute_create, the kernel's create computation.  Booleans come from a
 file of `name=true|false` lines and are set in the live policy, whose
 conditional rules are then re-evaluated.
 
-libsepol works on SIDs; sepol_context_to_sid searches its SID table
-linearly and never frees an entry, so contexts are interned here (a dict
-context -> SID) and the table is rebuilt (by reloading the same image) once
-it holds MAX_SIDS contexts.  Every reload invalidates every SID and flushes
-the AVC through the reload listeners.  All libsepol calls hold native.LOCK.
+libsepol works on SIDs; its sepol_context_to_sid searches the SID table
+linearly and never frees an entry, so this server numbers SIDs itself
+(scs_sid_insert / scs_sid_remove): `_sids` maps context -> SID, least
+recently used first, and holds at most MAX_SIDS; the least recently used
+SID is freed and its number reused when a new context needs one.  A SID
+is only a handle for one question (the AVC keeps decisions by context),
+so freeing one changes no answer, costs no reload and flushes nothing:
+however many distinct contexts clients and items carry, a new context costs
+the same few microseconds.  Canonical spellings are computed without a SID.
+Every reload invalidates every SID and flushes the AVC through the reload
+listeners.  All libsepol calls hold native.LOCK.
 """
 
 import ctypes
 import errno
 import hashlib
+from collections import OrderedDict
 from pathlib import Path
 
 from . import native
@@ -32,8 +39,10 @@ from .servers import (
 
 HANDLE_UNKNOWN = {0: HANDLE_DENY, 2: HANDLE_REJECT, 4: HANDLE_ALLOW}
 UNLABELED_ISID = 3           # the kernel's number for the `unlabeled` SID
-MAX_SIDS = 20000             # rebuild the SID table beyond this many contexts
-MAX_MEMO = 50000             # bound of the validity / canonical memos
+MAX_SIDS = 8192              # SIDs held at once (least recently used freed)
+FIRST_SID = 1 << 30          # our SIDs' range: far above libsepol's own
+                             # allocator's and the initial SIDs' numbers
+MAX_MEMO = 50000             # bound of the validity / canonical memos (oldest out)
 BOOL_VALUES = {"true": True, "false": False}
 
 
@@ -62,6 +71,13 @@ def parse_booleans(text, source="<booleans>"):
     return entries
 
 
+def _remember(memo, key, value):
+    """Add to a bounded memo (an OrderedDict), dropping its oldest entry."""
+    if len(memo) >= MAX_MEMO:
+        memo.popitem(last=False)
+    memo[key] = value
+
+
 def _read(path, what):
     try:
         return Path(path).read_bytes()
@@ -81,6 +97,7 @@ class PolicyServer(SecurityServer):
         self._lib = native.load()
         self._image = None          # (policy bytes, boolean entries) loaded
         self._handle = None         # the private libsepol's policy
+        self.max_sids = MAX_SIDS    # SIDs held at once
         self.fingerprint = ""
         self._load()
 
@@ -144,12 +161,13 @@ class PolicyServer(SecurityServer):
             raise PolicyLoadError("libsepol could not evaluate the conditional rules")
 
     def _reset_memos(self):
-        self._sids = {}
+        self._sids = OrderedDict()     # context -> SID, least recently used first
+        self._spare_sids = []
+        self._next_sid = FIRST_SID
         self._classes = {}
         self._perms = {}
-        self._valid = {}
-        self._canonical = {}
-        self._generation = getattr(self, "_generation", 0) + 1
+        self._valid = OrderedDict()
+        self._canonical = OrderedDict()
 
     def _initial_context(self, isid):
         out, size = ctypes.c_void_p(), ctypes.c_size_t()
@@ -161,30 +179,34 @@ class PolicyServer(SecurityServer):
     def _sid(self, ctx):
         sid = self._sids.get(ctx)
         if sid is None:
-            sid = self._new_sid(ctx)
+            return self._new_sid(ctx)
+        self._sids.move_to_end(ctx)
         return sid
 
     def _new_sid(self, ctx):
         require_context_syntax(ctx)
-        if len(self._sids) >= MAX_SIDS:
-            self._rebuild_sidtab()
-        out = ctypes.c_uint32()
+        sid = self._take_sid()
         raw = ctx.encode("ascii")
-        if self._lib.sepol_context_to_sid(raw, len(raw) + 1, ctypes.byref(out)) != 0:
+        if self._lib.scs_sid_insert(raw, len(raw), sid) != 0:
+            self._spare_sids.append(sid)
             raise InvalidContextError(f"invalid context under the loaded policy: {ctx}")
-        self._sids[ctx] = out.value
-        return out.value
+        self._sids[ctx] = sid
+        return sid
 
-    def _rebuild_sidtab(self):
-        self._install(*self._image)
-        self._changed()
+    def _take_sid(self):
+        """A free SID number: a spare one, a new one, or (at MAX_SIDS) the
+        least recently used one, freed in libsepol first."""
+        if len(self._sids) >= self.max_sids:
+            _, sid = self._sids.popitem(last=False)
+            self._lib.scs_sid_remove(sid)
+            return sid
+        if self._spare_sids:
+            return self._spare_sids.pop()
+        self._next_sid += 1
+        return self._next_sid - 1
 
     def _sids_for(self, *contexts):
-        while True:
-            generation = self._generation
-            sids = [self._sid(c) for c in contexts]
-            if generation == self._generation:
-                return sids
+        return [self._sid(c) for c in contexts]
 
     # ------------------------------------------------------------ classes
     def _class(self, tclass):
@@ -256,9 +278,7 @@ class PolicyServer(SecurityServer):
         valid = self._valid.get(ctx)
         if valid is None:
             valid = context_syntax_ok(ctx) and self._check(ctx)
-            if len(self._valid) >= MAX_MEMO:
-                self._valid.clear()
-            self._valid[ctx] = valid
+            _remember(self._valid, ctx, valid)
         return valid
 
     def _check(self, ctx):
@@ -270,16 +290,15 @@ class PolicyServer(SecurityServer):
     def canonical(self, ctx):
         canon = self._canonical.get(ctx)
         if canon is None:
+            require_context_syntax(ctx)
+            raw = ctx.encode("ascii")
+            out, size = ctypes.c_void_p(), ctypes.c_size_t()
             with native.LOCK:
                 self._select()
-                sid = self._sids_for(ctx)[0]
-                out, size = ctypes.c_void_p(), ctypes.c_size_t()
-                if self._lib.sepol_sid_to_context(sid, ctypes.byref(out), ctypes.byref(size)) != 0:
-                    raise InvalidContextError(f"cannot convert {ctx}")
+                if self._lib.scs_canonical(raw, len(raw), ctypes.byref(out), ctypes.byref(size)) != 0:
+                    raise InvalidContextError(f"invalid context under the loaded policy: {ctx}")
                 canon = native.take_string(self._lib, out)
-            if len(self._canonical) >= MAX_MEMO:
-                self._canonical.clear()
-            self._canonical[ctx] = canon
+            _remember(self._canonical, ctx, canon)
         return canon
 
     @property

@@ -85,17 +85,22 @@ class Txn:
 
     # ------------------------------------------------------- counters
     def next_cas(self) -> int:
-        """A cas value never handed out before, in this or an earlier run."""
+        """A cas value never handed out before, in this or an earlier run.
+
+        The counter is a u64: at 2^64-1 it wraps to 1 (0 means "no cas"),
+        as memcached's does, instead of overflowing the record encoding."""
         if self._cas is None:
             raw = self.txn.get(b"cas", db=self.meta)
             self._cas = U64.unpack(raw)[0] if raw else 0
-        self._cas += 1
+        self._cas = self._cas + 1 if self._cas < 0xFFFF_FFFF_FFFF_FFFF else 1
         return self._cas
 
     def raise_cas(self, floor: int) -> None:
-        """Make sure later cas values are above ``floor`` (explicit cas)."""
+        """Make sure later cas values are above ``floor`` (explicit cas);
+        a floor at or beyond 2^64-1 leaves the counter where it is."""
         self.next_cas()
-        self._cas = max(self._cas, floor)
+        if floor < 0xFFFF_FFFF_FFFF_FFFF:
+            self._cas = max(self._cas, floor)
 
     # ----------------------------------------------------------- items
     def get(self, key: bytes) -> Record | None:

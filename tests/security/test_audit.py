@@ -108,3 +108,63 @@ def test_audit2why_explains_a_constraint_denial(test_policy, tmp_path):
     proc = subprocess.run(["audit2why", "-p", str(test_policy), "-i", str(log)],
                           capture_output=True, text=True)
     assert "constraint" in proc.stdout.lower(), proc.stdout + proc.stderr
+
+
+class _Clock:
+    """Time the test moves by hand (the rate limit's clock)."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_audit_lines_are_rate_limited_with_a_summary(audit_file):
+    clock = _Clock()
+    log = AuditLog(audit_file, rate=10, burst=5, clock=clock)
+    try:
+        for n in range(50):                   # a burst of 5, then nothing
+            log.avc(True, ["read"], H.APP, H.item("x_t"), "kv_item", key=b"k%d" % n)
+        assert (log.lines, log.suppressed) == (5, 45)
+        for step in range(20):                # 2 s: 10 lines/s get through
+            clock.now += 0.1
+            for n in range(3):
+                log.avc(True, ["read"], H.APP, H.item("x_t"), "kv_item", key=b"l%d" % n)
+        assert (log.lines, log.suppressed) == (25, 85)
+        clock.now += 60                       # the bucket refills to its burst only
+        for n in range(10):
+            log.avc(True, ["read"], H.APP, H.item("x_t"), "kv_item")
+        assert (log.lines, log.suppressed) == (30, 90)
+        assert log.stats() == {"audit_lines": 30, "audit_suppressed": 90}
+    finally:
+        log.close()                           # writes the last summary
+    lines = H.read_lines(audit_file)
+    summaries = [line for line in lines if not line.startswith("avc:")]
+    assert summaries[0] == "audit: rate limit exceeded: 45 AVC lines suppressed (rate=10/s burst=5)"
+    assert lines[5] == summaries[0]           # written before the next line
+    assert sum(int(line.split()[4]) for line in summaries) == 90
+    assert summaries[-1].startswith("audit: rate limit exceeded: 5 ")   # at close
+    assert sum(line.startswith("avc:") for line in lines) == 30
+
+
+def test_rate_zero_writes_every_line(audit_file):
+    log = AuditLog(audit_file, rate=0)
+    for _ in range(2000):
+        log.avc(True, ["read"], H.APP, H.item("x_t"), "kv_item")
+    log.close()
+    assert len(H.read_lines(audit_file)) == 2000 and log.suppressed == 0
+
+
+def test_audit2allow_skips_the_summary_line(tmp_path, test_policy):
+    clock = _Clock()
+    path = tmp_path / "audit.log"
+    log = AuditLog(path, rate=1, burst=1, clock=clock)
+    for perm in ("read", "write", "write"):
+        log.avc(True, [perm], H.APP, H.item("sctest_secret_item_t"), "kv_item")
+    clock.now += 5
+    log.avc(True, ["read"], H.APP, H.item("sctest_secret_item_t"), "kv_item")
+    log.close()
+    assert "suppressed" in path.read_text()
+    assert _audit2allow(test_policy, path) == [
+        "allow securecache_app_t sctest_secret_item_t:kv_item read;"]

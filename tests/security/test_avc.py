@@ -24,7 +24,8 @@ def test_counters_and_hits(avc):
     assert avc.has_perm(H.APP, APP_ITEM, ITEM, "write")          # same vector: a hit
     assert not avc.has_perm(H.APP, SECRET, ITEM, "read")
     assert not avc.has_perm(H.APP, SECRET, ITEM, "read")
-    assert avc.stats() == {"avc_lookups": 4, "avc_hits": 2, "avc_misses": 2, "avc_denials": 2}
+    assert avc.stats() == {"avc_lookups": 4, "avc_hits": 2, "avc_misses": 2, "avc_denials": 2,
+                           "avc_entries": 2, "avc_evictions": 0}
     avc.reset_stats()
     assert avc.stats()["avc_lookups"] == 0
 
@@ -149,3 +150,76 @@ def test_noaudit_in_permissive_mode_does_not_use_up_the_one_log(server, audit_lo
     assert len(H.read_lines(audit_file)) == 1
     enforcing = AVC(server, audit_log)
     assert enforcing.has_perm(H.PERMISSIVE, SECRET, ITEM, "read", audit=False)   # typepermissive
+
+
+def _targets(count):
+    """`count` distinct item labels (MCS category pairs) of one type."""
+    labels = []
+    for i in range(count):
+        high, low = divmod(i, 1024)
+        labels.append(H.item("securecache_item_t", f"s0:c{low}" if high == 0 else f"s0:c{low},c{1023 - high}"))
+    assert len(set(labels)) == count
+    return labels
+
+
+def _hit_rate(avc, order):
+    before = avc.stats()
+    for target in order:
+        assert avc.has_perm(H.ADMIN, target, ITEM, "read")
+    after = avc.stats()
+    return (after["avc_hits"] - before["avc_hits"]) / len(order)
+
+
+def test_a_full_cache_evicts_gradually(server, audit_log):
+    """Issue 9: the AVC held max_entries and then wiped itself, so a working
+    set of 1.2x its capacity never hit.  Now it evicts one entry per miss
+    (second chance from random positions)."""
+    import random
+    capacity = 1000
+    avc = AVC(server, audit_log, max_entries=capacity)
+    working = _targets(int(capacity * 1.2))
+    read_twice = _hit_rate(avc, working * 2)            # the issue's pattern
+    assert avc.stats()["avc_entries"] == capacity
+    cyclic = _hit_rate(avc, working * 10)
+    rng = random.Random(9)
+    uniform = _hit_rate(avc, [rng.choice(working) for _ in range(len(working) * 10)])
+    print(f"AVC hit rate at 1.2x capacity {capacity}: read twice {read_twice:.1%}, "
+          f"cyclic {cyclic:.1%}, uniform {uniform:.1%}")
+    assert len(avc._cache) == len(avc._ring) == capacity
+    assert avc.stats()["avc_evictions"] > 0
+    assert read_twice > 0.2 and cyclic > 0.5 and uniform > 0.7   # wiping: 0, 0, ~0.4
+    # every cached decision is still the right one
+    assert all(avc._cache[key].allowed == server.compute_av(*key).allowed
+               for key in list(avc._cache)[:50])
+
+
+def test_hot_entries_survive_eviction(server, audit_log):
+    avc = AVC(server, audit_log, max_entries=100)
+    hot, cold = _targets(500)[:10], _targets(500)[10:]
+    for target in cold:
+        for key in hot:
+            avc.has_perm(H.ADMIN, key, ITEM, "read")
+        avc.has_perm(H.ADMIN, target, ITEM, "read")
+    assert all((H.ADMIN, key, ITEM) in avc._cache for key in hot)
+
+
+def test_permissive_denials_dropped_by_the_rate_limit_are_logged_later(server, audit_file):
+    """A permissive denial is marked as logged only when its line was
+    written: one the audit rate limit dropped is logged at a later try."""
+    from securecache.security.audit import AuditLog
+    now = [0.0]
+    log = AuditLog(audit_file, rate=1, burst=1, clock=lambda: now[0])
+    avc = AVC(server, log, permissive=True)
+    assert avc.has_perm(H.APP, SECRET, ITEM, "read", key=b"k")      # logged
+    assert avc.has_perm(H.APP, SECRET, ITEM, "write", key=b"k")     # dropped
+    assert (log.lines, log.suppressed) == (1, 1)
+    now[0] += 1
+    assert avc.has_perm(H.APP, SECRET, ITEM, "write", key=b"k")     # logged now
+    assert avc.has_perm(H.APP, SECRET, ITEM, "read", key=b"k")      # once only
+    now[0] += 10
+    assert avc.has_perm(H.APP, SECRET, ITEM, "write", key=b"k")
+    log.close()
+    lines = H.read_lines(audit_file)
+    denied = [line.split("{ ")[1].split(" }")[0] for line in lines if line.startswith("avc:")]
+    assert denied == ["read", "write"]
+    assert lines[1].startswith("audit: rate limit exceeded: 1 AVC lines suppressed")

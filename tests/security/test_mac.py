@@ -27,7 +27,9 @@ def test_policy_mode(mac):
     assert mac.has_perm(H.LOCAL, mac.cache_context, KV_CACHE, "flush")
     assert not mac.has_perm(H.APP, mac.cache_context, KV_CACHE, "flush")
     assert mac.stats() == {"mac_mode": "policy", "enforcing": 1, "avc_lookups": 2,
-                           "avc_hits": 0, "avc_misses": 2, "avc_denials": 1}
+                           "avc_hits": 0, "avc_misses": 2, "avc_denials": 1,
+                           "avc_entries": 2, "avc_evictions": 0,
+                           "audit_lines": 1, "audit_suppressed": 0}
     mac.reset_stats()
     assert mac.stats()["avc_lookups"] == 0
 

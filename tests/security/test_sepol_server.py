@@ -184,19 +184,27 @@ def test_two_servers_in_one_process_are_independent(test_policy, base_policy):
         b.close()
 
 
-def test_sid_table_is_rebuilt_when_full(test_policy, monkeypatch):
+def test_sid_table_stays_bounded_without_a_reload(test_policy, monkeypatch):
+    """Issue 9: past MAX_SIDS the least recently used SID is freed in
+    libsepol and reused; no reload, no flush, the same answers."""
     monkeypatch.setattr(sepol, "MAX_SIDS", 8)
     srv = PolicyServer(test_policy)
     flushes = []
     srv.add_reload_listener(lambda: flushes.append(1))
     read = srv.perm_bit(ITEM, "read")
     try:
-        for cat in range(40):
-            ctx = f"system_u:system_r:securecache_app_t:s0:c{cat}"
-            target = H.item("securecache_app_item_t", f"s0:c{cat}")
-            assert srv.compute_av(ctx, target, ITEM).allowed & read
-            assert srv.canonical(target) == target
-        assert len(srv._sids) <= 8 and flushes
+        for round_ in range(2):
+            for cat in range(40):
+                ctx = f"system_u:system_r:securecache_app_t:s0:c{cat}"
+                target = H.item("securecache_app_item_t", f"s0:c{cat}")
+                other = H.item("securecache_app_item_t", f"s0:c{(cat + 1) % 40}")
+                assert srv.compute_av(ctx, target, ITEM).allowed & read
+                assert not srv.compute_av(ctx, other, ITEM).allowed & read
+                assert srv.canonical(target) == target
+                assert len(srv._sids) <= 8
+        assert srv.canonical("system_u:object_r:securecache_app_item_t:s0:c1,c2,c3") \
+            == "system_u:object_r:securecache_app_item_t:s0:c1.c3"
+        assert not flushes and srv.seqno == 0
     finally:
         srv.close()
 

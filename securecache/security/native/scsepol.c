@@ -29,6 +29,11 @@
  *                       libsepol's sepol_transition_sid only partly does
  *   scs_permissive      the type's `typepermissive` flag
  *   scs_handle_unknown, scs_mls_enabled, scs_initial_context
+ *   scs_sid_insert, scs_sid_remove  a SID table the caller bounds: it
+ *                       numbers SIDs itself and frees them again, where
+ *                       sepol_context_to_sid searches the whole table
+ *                       linearly and never frees an entry
+ *   scs_canonical       a context's canonical spelling, without a SID
  *
  * Not thread-safe, like libsepol's security server: the caller holds one
  * lock around scs_select and the calls that follow it.
@@ -51,6 +56,9 @@
 extern int context_to_string(sepol_handle_t *handle, const policydb_t *p,
 			     const context_struct_t *c, char **result,
 			     size_t *result_len);
+extern int context_from_string(sepol_handle_t *handle, const policydb_t *p,
+			       context_struct_t **cptr, const char *con_str,
+			       size_t con_str_len);
 
 /* One loaded policy: a policydb and its SID table. */
 struct scs_policy {
@@ -216,6 +224,83 @@ int scs_initial_context(uint32_t isid, char **out, size_t *out_len)
 void scs_free(void *p)
 {
 	free(p);
+}
+
+/* ------------------------------------------------------------ SIDs */
+
+/* Parse `ctx' (`len' bytes) into a new context structure if it is valid
+ * under the current policy; NULL otherwise.  Free with free_context. */
+static context_struct_t *parse_context(const char *ctx, size_t len)
+{
+	context_struct_t *c = NULL;
+
+	if (!cur_pdb || context_from_string(NULL, cur_pdb, &c, ctx, len) < 0)
+		return NULL;
+	return c;
+}
+
+static void free_context(context_struct_t *c)
+{
+	context_destroy(c);
+	free(c);
+}
+
+/* Give the valid context `ctx' the SID `sid', which the caller chooses
+ * from a range of its own, far above the numbers libsepol's allocator
+ * hands out (and above the initial SIDs': libsepol maps a SID it cannot
+ * find to the unlabeled initial SID's entry).  -EINVAL: not a valid
+ * context; -EEXIST: `sid' is taken. */
+int scs_sid_insert(const char *ctx, size_t len, sepol_security_id_t sid)
+{
+	context_struct_t *c = parse_context(ctx, len);
+	unsigned int next_sid;
+	int rc;
+
+	if (!c)
+		return -EINVAL;
+	next_sid = cur_sidtab->next_sid;
+	rc = sepol_sidtab_insert(cur_sidtab, sid, c);
+	/* libsepol's own allocator (sepol_context_to_sid, transition_sid) goes
+	 * on numbering from where it was, below the caller's range. */
+	cur_sidtab->next_sid = next_sid;
+	free_context(c);
+	if (rc == -EEXIST || (rc < 0 && errno == EEXIST))
+		return -EEXIST;
+	return rc ? -ENOMEM : 0;
+}
+
+/* Free SID `sid' (inserted by scs_sid_insert).  -ENOENT if there is none. */
+int scs_sid_remove(sepol_security_id_t sid)
+{
+	sidtab_node_t **link, *node;
+
+	if (!cur_sidtab || !cur_sidtab->htable)
+		return -EINVAL;
+	link = &cur_sidtab->htable[sid & SIDTAB_HASH_MASK];
+	while (*link && (*link)->sid < sid)
+		link = &(*link)->next;
+	node = *link;
+	if (!node || node->sid != sid)
+		return -ENOENT;
+	*link = node->next;
+	context_destroy(&node->context);
+	free(node);
+	cur_sidtab->nel--;
+	return 0;
+}
+
+/* The canonical spelling of the valid context `ctx' (as sepol_sid_to_context
+ * would give it), as a string the caller frees with scs_free. */
+int scs_canonical(const char *ctx, size_t len, char **out, size_t *out_len)
+{
+	context_struct_t *c = parse_context(ctx, len);
+	int rc;
+
+	if (!c)
+		return -EINVAL;
+	rc = context_to_string(NULL, cur_pdb, c, out, out_len);
+	free_context(c);
+	return rc ? -EINVAL : 0;
 }
 
 /* ------------------------------------------------------------ create */

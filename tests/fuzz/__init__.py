@@ -1,0 +1,1 @@
+"""Fuzzing: the codecs, shared inputs and the regression corpus."""
