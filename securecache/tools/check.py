@@ -181,14 +181,23 @@ class DirectoryBusyError(Exception):
 
 
 def other_users(storage: Storage) -> list[int]:
-    """Pids other than ours holding LMDB reader slots (stale slots of dead
-    processes are cleared first)."""
-    storage.env.reader_check()
+    """Pids of other processes that have the environment open.
+
+    Every process that opens an LMDB environment holds a shared fcntl lock
+    on ``lock.mdb`` for as long as it is open.  The locks are read from
+    /proc/locks: opening and closing the lock file here would drop this
+    process's own lock (POSIX locks go with any close of the file)."""
+    st = os.stat(storage.path / "lock.mdb")
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
     pids = set()
-    for line in storage.env.readers().splitlines()[1:]:
-        fields = line.split()
-        if fields and fields[0].isdigit() and int(fields[0]) != os.getpid():
-            pids.add(int(fields[0]))
+    with open("/proc/locks", encoding="ascii") as locks:
+        for line in locks:
+            fields = line.split()
+            if "->" in fields:            # a waiter, not a holder
+                continue
+            if len(fields) >= 6 and fields[5] == where and fields[4].isdigit():
+                pids.add(int(fields[4]))
+    pids.discard(os.getpid())
     return sorted(pids)
 
 
