@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..security.servers import context_syntax_ok
+
 NONE = "<<none>>"
 WILDCARDS = b"*?["
 
@@ -142,7 +144,7 @@ class KvContexts:
 def _context(context: str, where: str, mac) -> str | None:
     if context == NONE:
         return None
-    if context.count(":") < 2:
+    if not context_syntax_ok(context):
         raise KvContextsError(f"{where}: not a security context: {context!r}")
     if mac is None:
         return context

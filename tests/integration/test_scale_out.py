@@ -64,9 +64,9 @@ def check_spread_and_crash(nodes, read_all) -> None:
     assert read_all() == {k: value(k) for k in KEYS}
 
 
-def test_hash_client_over_three_nodes(nodes):
-    client = HashClient([("127.0.0.1", d.port) for d in nodes], timeout=10,
-                        connect_timeout=5, retry_attempts=3, dead_timeout=0.2)
+def store_then_crash_a_node(nodes, client) -> None:
+    """Store every key through ``client``, then check_spread_and_crash
+    reading them back through it."""
     for start in range(0, len(KEYS), BATCH):
         assert client.set_many({k: value(k) for k in KEYS[start:start + BATCH]},
                                noreply=False) == []
@@ -77,6 +77,12 @@ def test_hash_client_over_three_nodes(nodes):
             got.update(get_many_retrying(client, KEYS[start:start + BATCH]))
         return got
     check_spread_and_crash(nodes, read_all)
+
+
+def test_hash_client_over_three_nodes(nodes):
+    store_then_crash_a_node(nodes, HashClient(
+        [("127.0.0.1", d.port) for d in nodes], timeout=10, connect_timeout=5,
+        retry_attempts=3, dead_timeout=0.2))
 
 
 @pytest.fixture()
@@ -118,14 +124,4 @@ def get_many_retrying(client, keys: list[str]) -> dict:
 
 
 def test_nutcracker_ketama_pool_over_three_nodes(nodes, nutcracker):
-    client = Client(("127.0.0.1", nutcracker), timeout=10)
-    for start in range(0, len(KEYS), BATCH):
-        assert client.set_many({k: value(k) for k in KEYS[start:start + BATCH]},
-                               noreply=False) == []
-
-    def read_all():
-        got = {}
-        for start in range(0, len(KEYS), BATCH):
-            got.update(get_many_retrying(client, KEYS[start:start + BATCH]))
-        return got
-    check_spread_and_crash(nodes, read_all)
+    store_then_crash_a_node(nodes, Client(("127.0.0.1", nutcracker), timeout=10))

@@ -13,7 +13,8 @@ from pymemcache.client.base import Client
 from securecache.security import policybuild
 from securecache.tools.dumpfile import DumpReader
 
-from tests.tools.toolsupport import fill, run
+from securecache.storage import Record, Storage
+from tests.tools.toolsupport import LABELS, fill, run
 
 from .daemons import Daemon
 
@@ -138,3 +139,27 @@ def test_stats_of_a_directory_lists_labels_with_counts(daemon):
     out = result.stdout.decode()
     assert f"items          {PREFILL:,}" in out
     assert f"{PREFILL // 3:>14,}  system_u:object_r:securecache_item_t:s0" in out
+
+
+def test_restore_into_a_serving_daemon(daemon, tmp_path):
+    """restore writes (in blocks) while the daemon serves; the daemon then
+    serves the restored items to the domains that may read them."""
+    source = tmp_path / "other"
+    storage = Storage(source, map_size=256 << 20)
+    with storage.txn(write=True) as txn:
+        local = txn.label_id(LABELS[2].encode())         # securecache_local_item_t
+        for i in range(3000):
+            txn.put(b"moved:%d" % i, Record(local, i, 0, 0, 0, b"m%d" % i), None)
+    storage.close()
+    dump = tmp_path / "other.dump"
+    assert run("dump", "--data-dir", source, "-m", "256", "--mac", "off", "-o", dump).returncode == 0
+    client = Client(("127.0.0.1", daemon.port), timeout=10)
+    client.set("before", b"1", noreply=False)
+    result = run("restore", dump, "--data-dir", daemon.data_dir, "-m", "256")
+    assert result.returncode == 0, result.stderr
+    assert "3,000 written" in result.stderr
+    # the local client's own items (securecache_local_item_t)
+    assert client.get_many([f"moved:{i}" for i in range(0, 3000, 7)]) == {
+        f"moved:{i}": b"m%d" % i for i in range(0, 3000, 7)}
+    assert client.get("before") == b"1"
+    assert client.set("after", b"2", noreply=False)
