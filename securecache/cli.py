@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .tools import cli as tools_cli
 
 MEMCACHED_VERSION = "1.6.18"
 UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -87,22 +88,12 @@ def _serve_parser(sub) -> None:
     p.set_defaults(func=serve)
 
 
-def _policy_parser(sub) -> None:
-    p = sub.add_parser("policy", help="build the binary policy")
-    psub = p.add_subparsers(dest="policy_command", required=True)
-    b = psub.add_parser("build", help="compile base + module + site modules")
-    b.add_argument("--module", action="append", type=Path, default=[],
-                   help="a site module (CIL); may be repeated")
-    b.add_argument("-o", "--output", type=Path, required=True)
-    b.set_defaults(func=policy_build)
-
-
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="securecache", description=__doc__)
     top.add_argument("--version", action="version", version=__version__)
     sub = top.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
-    _policy_parser(sub)
+    tools_cli.add_commands(sub)   # dump restore check relabel stats policy
     return top
 
 
@@ -171,18 +162,6 @@ def serve(args) -> int:
                             **session.facts)
     engine.context_for_user = context_for_user
     return run(Server(engine, identity, listen))
-
-
-def policy_build(args) -> int:
-    """Compile the policy with secilc."""
-    from .security.policybuild import PolicyBuildError, build_policy
-    try:
-        build_policy(args.module, args.output)
-    except PolicyBuildError as error:
-        print(f"securecache policy build: {error}", file=sys.stderr)
-        return 1
-    print(args.output)
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,11 @@
 How this works: libsepol.so.2 hides the create computation and the live
 policydb, so securecache links its own copy of libsepol from the static
 archive (libsepol-dev) with native/scsepol.c into
-build/lib/libsecurecache-sepol.so.  tools/build-policy builds it at set-up;
+BUILD/native/libsecurecache-sepol.so, BUILD being <repo>/build in a source
+checkout and the per-user cache directory ($XDG_CACHE_HOME/securecache, or
+~/.cache/securecache) in an installed package: never site-packages (and
+never build/lib, which setuptools packs into wheels).  tools/build-policy
+builds it at set-up;
 if it is missing or older than its inputs when first needed, it is built
 here with the same command (gcc takes a fraction of a second).
 
@@ -32,15 +36,28 @@ _lock = threading.Lock()
 _loaded = None
 
 
+def user_cache_dir():
+    """$XDG_CACHE_HOME/securecache, else ~/.cache/securecache."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "securecache"
+
+
 def build_dir():
-    """The build directory: $SECURECACHE_BUILD_DIR, else <repo>/build."""
+    """The build directory: $SECURECACHE_BUILD_DIR; else <repo>/build in a
+    source checkout (pyproject.toml beside the package); else the per-user
+    cache directory (an installed package)."""
     env = os.environ.get("SECURECACHE_BUILD_DIR")
-    return Path(env) if env else PACKAGE_DIR.parents[1] / "build"
+    if env:
+        return Path(env)
+    repo = PACKAGE_DIR.parents[1]
+    if (repo / "pyproject.toml").is_file() and (repo / "securecache").is_dir():
+        return repo / "build"
+    return user_cache_dir()
 
 
 def library_path():
     """Where the private libsepol is (or will be) built."""
-    return build_dir() / "lib" / LIB_NAME
+    return build_dir() / "native" / LIB_NAME
 
 
 def build_command(output):

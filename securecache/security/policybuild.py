@@ -5,13 +5,18 @@ How this works: a binary policy for `--mac=policy` is
     secilc -M true -f /dev/null -o OUT base.cil securecache.cil [SITE.cil ...]
 
 (base.cil and securecache.cil from the policy directory, site modules
-after them).  secilc takes milliseconds, so the embedded default policy
+after them).  With `base=FILE` (`policy build --base`), FILE -- e.g. a
+host's whole policy converted to CIL -- takes the place of base.cil.
+secilc takes milliseconds, so the embedded default policy
 (`default_policy_path`) is simply rebuilt whenever it is missing or older
-than its sources: into build/policy/ (tools/build-policy does it at set-up),
-or, when that is not writable, into $XDG_CACHE_HOME/securecache/.
+than its sources: into BUILD/policy/ (tools/build-policy does it at
+set-up), or, when that is not writable, into the per-user cache directory.
 
-The policy directory is $SECURECACHE_POLICY_DIR, else <repo>/policy; the
-build directory $SECURECACHE_BUILD_DIR, else <repo>/build.
+The policy directory is $SECURECACHE_POLICY_DIR; else the package's own
+copy (securecache/policy/, package data of an installed wheel, mapped from
+the repository's policy/ at build time); else <repo>/policy.  BUILD is
+native.build_dir(): $SECURECACHE_BUILD_DIR, <repo>/build in a checkout, the
+per-user cache directory in an installed package.
 """
 
 import os
@@ -35,7 +40,12 @@ class PolicyBuildError(PolicyLoadError):
 def policy_dir():
     """The directory of the CIL sources and the bundled context files."""
     env = os.environ.get("SECURECACHE_POLICY_DIR")
-    return Path(env) if env else native.PACKAGE_DIR.parents[1] / "policy"
+    if env:
+        return Path(env)
+    packaged = native.PACKAGE_DIR.parent / "policy"
+    if (packaged / BASE_MODULES[0]).is_file():
+        return packaged
+    return native.PACKAGE_DIR.parents[1] / "policy"
 
 
 def bundled_peer_contexts():
@@ -61,15 +71,15 @@ def secilc_path():
     return path
 
 
-def build_policy(modules, output, base_dir=None, *, policyvers=None):
+def build_policy(modules, output, base_dir=None, *, policyvers=None, base=None):
     """Compile base.cil + securecache.cil (from `base_dir`, default the
-    policy directory) + `modules` into the binary policy `output`.
+    policy directory) + `modules` into the binary policy `output`.  `base`:
+    a CIL file used instead of base.cil (a host's full policy).
 
     The output is replaced atomically.  Returns `output` as a Path.  Raises
     PolicyBuildError with secilc's diagnostics on failure.
     """
-    base_dir = Path(base_dir) if base_dir else policy_dir()
-    sources = [base_dir / name for name in BASE_MODULES] + [Path(m) for m in modules]
+    sources = secilc_sources(modules, base_dir, base=base)
     for source in sources:
         if not source.is_file():
             raise PolicyBuildError(f"policy source not found: {source}")
@@ -91,6 +101,13 @@ def build_policy(modules, output, base_dir=None, *, policyvers=None):
     return output
 
 
+def secilc_sources(modules, base_dir=None, *, base=None):
+    """The CIL files, in order, that build_policy hands to secilc."""
+    base_dir = Path(base_dir) if base_dir else policy_dir()
+    first = Path(base) if base else base_dir / BASE_MODULES[0]
+    return [first, base_dir / BASE_MODULES[1]] + [Path(m) for m in modules]
+
+
 def _sources(base_dir):
     return [base_dir / name for name in BASE_MODULES]
 
@@ -102,11 +119,6 @@ def _fresh(output, sources):
     return all(s.stat().st_mtime <= built for s in sources)
 
 
-def _cache_dir():
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "securecache"
-
-
 def default_policy_path():
     """The embedded default binary policy (base + securecache module),
     rebuilt first if missing or stale.  Returns its Path."""
@@ -116,7 +128,7 @@ def default_policy_path():
         raise PolicyBuildError("policy sources not found: " + ", ".join(missing)
                                + " (set SECURECACHE_POLICY_DIR)")
     candidates = [native.build_dir() / "policy" / DEFAULT_POLICY_NAME,
-                  _cache_dir() / DEFAULT_POLICY_NAME]
+                  native.user_cache_dir() / DEFAULT_POLICY_NAME]
     for output in candidates:
         if _fresh(output, sources):
             return output

@@ -75,7 +75,7 @@ def test_build_policy_script_is_idempotent(tmp_path):
     script = H.REPO / "tools" / "build-policy"
     first = subprocess.run([script], env=env, capture_output=True, text=True, check=True)
     assert "built" in first.stderr
-    lib = tmp_path / "b" / "lib" / native.LIB_NAME
+    lib = tmp_path / "b" / "native" / native.LIB_NAME
     pol = tmp_path / "b" / "policy" / "securecache.policy"
     assert lib.is_file() and pol.is_file()
     second = subprocess.run([script], env=env, capture_output=True, text=True, check=True)
