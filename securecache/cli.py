@@ -103,6 +103,7 @@ def serve(args) -> int:
     from .engine.auth import AuthFileError, Users
     from .security import SecurityError, open_mac, peer
     from .server.app import Listen, Server, run
+    from .server.workers import Supervisor
     from .storage import Storage, StorageError
 
     logging.basicConfig(
@@ -123,8 +124,14 @@ def serve(args) -> int:
         default = mac.canonical(args.default_client_context) \
             if args.default_client_context else None
         users = Users.load(args.auth_file) if args.auth_file else None
-        storage = Storage(args.data_dir, map_size=args.memory_limit << 20,
-                          durability=args.durability)
+        if args.threads < 1:
+            raise ValueError("-t needs at least 1 worker")
+        open_storage = lambda: Storage(  # noqa: E731
+            args.data_dir, map_size=args.memory_limit << 20,
+            durability=args.durability)
+        if args.threads > 1:
+            open_storage().close()    # refuse a bad directory before forking
+        storage = open_storage() if args.threads == 1 else None
     except (StorageError, SecurityError, AuthFileError, OSError,
             ValueError) as error:
         log.error("%s", error)
@@ -133,17 +140,21 @@ def serve(args) -> int:
         log.warning("%s", mac.warning)
     log.info("mac=%s enforcing=%s cache context %s", mac.mode,
              mac.enforcing, mac.cache_context)
-    engine = Engine(storage, mac, max_item_size=args.max_item_size,
-                    evictions=not args.disable_evictions,
-                    version=f"{MEMCACHED_VERSION}-securecache-{__version__}",
-                    shutdown_enabled=args.enable_shutdown)
-    engine.verbosity = args.verbose
-    engine.users = users
-    engine.settings = [("maxconns", args.conn_limit),
-                       ("tcpport", args.port), ("udpport", 0),
-                       ("inter", args.listen),
-                       ("domain_socket", args.unix_socket or "NULL"),
-                       ("umask", f"{args.unix_mask:o}")]
+
+    def make_engine(storage):
+        engine = Engine(storage, mac, max_item_size=args.max_item_size,
+                        evictions=not args.disable_evictions,
+                        version=f"{MEMCACHED_VERSION}-securecache-{__version__}",
+                        shutdown_enabled=args.enable_shutdown)
+        engine.verbosity = args.verbose
+        engine.users = users
+        engine.settings = [("maxconns", args.conn_limit),
+                           ("tcpport", args.port), ("udpport", 0),
+                           ("inter", args.listen),
+                           ("domain_socket", args.unix_socket or "NULL"),
+                           ("umask", f"{args.unix_mask:o}")]
+        engine.context_for_user = context_for_user
+        return engine
     listen = Listen(addresses=args.listen.split(",") if args.port else [],
                     port=args.port, unix_path=args.unix_socket,
                     unix_mask=args.unix_mask, max_connections=args.conn_limit,
@@ -160,8 +171,16 @@ def serve(args) -> int:
     def context_for_user(session, user):
         return peer.resolve(contexts, default=default, user=user,
                             **session.facts)
-    engine.context_for_user = context_for_user
-    return run(Server(engine, identity, listen))
+
+    if args.threads == 1:
+        return run(Server(make_engine(storage), identity, listen))
+
+    def serve_worker(sockets, shared, slot):
+        # After the fork: this worker's own LMDB environment.
+        server = Server(make_engine(open_storage()), identity, listen,
+                        sockets=sockets, shared=shared, threads=args.threads)
+        return run(server)
+    return Supervisor(args.threads, serve_worker, listen).run()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,7 @@ run alone, each evicting what it needs or failing alone.
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from collections import Counter
 
@@ -91,6 +92,9 @@ class Engine:
         self.users: auth.Users | None = None
         self.context_for_user = lambda session, user: None
         self._reader: Txn | None = None
+        self.shared = None
+        """The daemon's shared counters (server.shared.SharedStats), when
+        the server gives them."""
         self.reader_opened = lambda: None
         """Called when ``read`` opens a snapshot: the server releases it at
         the end of the event-loop turn."""
@@ -320,8 +324,35 @@ class Engine:
         self.pending_flushes.append((when, session))
 
     # -------------------------------------------------------------- stats
+    def snapshot(self) -> Counter:
+        """This process's numbers: counters, the server's, the MAC's, CPU."""
+        values = Counter(self.counters)
+        for name, value in (*self.server_stats(""), *self.mac.stats().items()):
+            if type(value) is int:
+                values[name] = value
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        values["rusage_user_us"] = int(usage.ru_utime * 1e6)
+        values["rusage_system_us"] = int(usage.ru_stime * 1e6)
+        return values
+
+    def publish(self) -> None:
+        """Write this process's numbers where every worker sees them."""
+        if self.shared is not None:
+            self.shared.publish(self.snapshot())
+
+    def daemon_totals(self) -> Counter:
+        """The numbers of the whole daemon (every worker's, summed)."""
+        if self.shared is None:
+            return self.snapshot()
+        self.publish()
+        return self.shared.total()
+
     def reset_counters(self) -> None:
-        self.counters.clear()
+        """``stats reset``: every worker's counters start from zero."""
+        if self.shared is not None:
+            self.shared.reset()
+        else:
+            self.counters.clear()
 
     def stats_rows(self, group: str, op: Op) -> list[tuple[str, object]]:
         """The rows of ``stats GROUP``."""

@@ -10,7 +10,6 @@ server's rows (``mac_mode``, ``enforcing``, ``avc_*``) from ``mac.stats()``.
 from __future__ import annotations
 
 import os
-import resource
 
 COMMANDS = ("get", "delete", "incr", "decr", "touch")
 COUNTERS = ("cas_misses", "cas_hits", "cas_badval", "auth_cmds",
@@ -18,15 +17,16 @@ COUNTERS = ("cas_misses", "cas_hits", "cas_badval", "auth_cmds",
 
 
 def general(engine, op) -> list:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+    """memcached's rows; the counters are the whole daemon's (every worker)."""
     info = engine.storage.info(op.txn)
-    c = engine.counters
+    c = engine.daemon_totals()
     rows = [("pid", os.getpid()), ("uptime", op.now - engine.started),
             ("time", op.now), ("version", engine.version),
             ("pointer_size", 64),
-            ("rusage_user", f"{usage.ru_utime:.6f}"),
-            ("rusage_system", f"{usage.ru_stime:.6f}")]
-    rows += engine.server_stats("")
+            ("rusage_user", f"{c['rusage_user_us'] / 1e6:.6f}"),
+            ("rusage_system", f"{c['rusage_system_us'] / 1e6:.6f}")]
+    rows += [(name, c[name] if type(value) is int and name in c else value)
+             for name, value in engine.server_stats("")]
     rows += [("cmd_get", c["get_hits"] + c["get_misses"]),
              ("cmd_set", c["set_hits"]), ("cmd_flush", c["cmd_flush"]),
              ("cmd_touch", c["touch_hits"] + c["touch_misses"])]
@@ -38,7 +38,9 @@ def general(engine, op) -> list:
              ("total_items", c["total_items"]),
              ("evictions", c["evictions"]), ("reclaimed", c["reclaimed"]),
              ("outofmemory", c["outofmemory"])]
-    return rows + list(engine.mac.stats().items())
+    return rows + [(name, c[name] if type(value) is int and name in c
+                    and name.startswith(("avc_", "audit_")) else value)
+                   for name, value in engine.mac.stats().items()]
 
 
 def settings(engine, op) -> list:

@@ -26,6 +26,8 @@ import lmdb
 from ..engine import Engine, Session
 from ..security import SecurityError
 from .lanes import WriteLane
+from .shared import SharedStats
+from .workers import bind
 from .connection import Connection
 
 log = logging.getLogger("securecache")
@@ -48,12 +50,19 @@ class Listen:
 class Server:
     """One daemon process serving one engine."""
 
-    def __init__(self, engine: Engine, identity, listen: Listen) -> None:
+    def __init__(self, engine: Engine, identity, listen: Listen, *,
+                 sockets=None, shared: SharedStats | None = None,
+                 threads: int = 1) -> None:
         """``identity(sock)`` gives a client's (context or None to refuse,
-        the facts that identified it)."""
+        the facts that identified it). ``sockets``: listeners bound
+        already (a worker's); else ``serve`` binds them. ``shared``: the
+        daemon's counters; ``threads``: how many workers share them."""
         self.engine = engine
         self.identity = identity
         self.listen = listen
+        self.sockets = sockets
+        self.threads = threads
+        engine.shared = shared or SharedStats(1)
         self.connections: set[Connection] = set()
         self.servers: list[asyncio.AbstractServer] = []
         self.total_connections = 0
@@ -61,6 +70,7 @@ class Server:
         self.bytes_read = 0
         self.bytes_written = 0
         self.lane: WriteLane | None = None
+        self.unlink_unix = False
         self.release_scheduled = False
         self.stopping: asyncio.Event | None = None
         self.exit_status = 0
@@ -110,7 +120,7 @@ class Server:
                 ("rejected_connections", self.rejected_connections),
                 ("bytes_read", self.bytes_read),
                 ("bytes_written", self.bytes_written),
-                ("threads", 1),
+                ("threads", self.threads),
                 ("group_commits", self.lane.groups if self.lane else 0),
                 ("group_requests", self.lane.requests if self.lane else 0)]
 
@@ -140,29 +150,33 @@ class Server:
         log.info("ready")
         ticker = asyncio.ensure_future(self._tick())
         ticker.add_done_callback(self._ticker_done)
+        self._publisher = loop.call_later(PUBLISH_INTERVAL, self._publish)
         await self.stopping.wait()
         ticker.cancel()
+        self._publisher.cancel()
         await self._shutdown()
 
     async def _open_listeners(self) -> None:
+        owned = self.sockets is None
+        if owned:
+            self.sockets = bind(self.listen, 1)[0]
+        loop = asyncio.get_running_loop()
         factory = lambda: Connection(self)  # noqa: E731
-        for address in self.listen.addresses:
-            self.servers.append(await asyncio.get_running_loop().create_server(
-                factory, address, self.listen.port, reuse_address=True,
-                backlog=1024))
-            log.info("listening on %s port %d", address, self.listen.port)
-        path = self.listen.unix_path
-        if path:
-            if os.path.exists(path):
-                os.unlink(path)
-            old = os.umask(0o777 & ~self.listen.unix_mask)
-            try:
-                self.servers.append(
-                    await asyncio.get_running_loop().create_unix_server(
-                        factory, path, backlog=1024))
-            finally:
-                os.umask(old)
-            log.info("listening on unix socket %s", path)
+        for sock in self.sockets:
+            if sock.family == socket.AF_UNIX:
+                server = await loop.create_unix_server(factory, sock=sock)
+                log.info("listening on unix socket %s", self.listen.unix_path)
+            else:
+                server = await loop.create_server(factory, sock=sock)
+                log.info("listening on %s port %d", *sock.getsockname()[:2])
+            self.servers.append(server)
+        self.unlink_unix = owned
+
+    def _publish(self) -> None:
+        """Share this worker's counters with the others, now and then."""
+        self.engine.publish()
+        self._publisher = asyncio.get_running_loop().call_later(
+            PUBLISH_INTERVAL, self._publish)
 
     def _reader_opened(self) -> None:
         """The engine took a read snapshot: drop it at the end of this
@@ -226,10 +240,13 @@ class Server:
         await asyncio.sleep(0)
         self.lane.close()
         self.engine.release_reader()
+        self.engine.publish()
         self.engine.storage.sync()
         self.engine.storage.close()
-        if self.listen.unix_path and os.path.exists(self.listen.unix_path):
-            os.unlink(self.listen.unix_path)
+        self.engine.mac.close()            # the last audit summary, if any
+        path = self.listen.unix_path
+        if self.unlink_unix and path and os.path.exists(path):
+            os.unlink(path)
         log.info("stopped")
 
 
@@ -242,6 +259,7 @@ def _describe(sock: socket.socket | None, peername) -> str:
 
 
 SWITCH_INTERVAL = 0.0002
+PUBLISH_INTERVAL = 0.1    # seconds between two shares of this worker's counters
 
 
 def run(server: Server) -> int:
