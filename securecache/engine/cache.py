@@ -12,6 +12,7 @@ from __future__ import annotations
 from ..protocol import events as ev
 from ..protocol.events import Status
 from ..storage import Record
+from . import admin
 from .items import item, live
 
 
@@ -68,17 +69,22 @@ def quit_(op, request: ev.Quit):
 
 
 def shutdown(op, request: ev.Shutdown):
-    """shutdown: only with the server's -A, and kv_cache:setattr."""
+    """shutdown [graceful]: only with the server's -A, and kv_cache:setattr;
+    as memcached, the connection closes without a reply."""
     if not op.engine.shutdown_enabled:
-        return ev.ClientError("shutdown not enabled")
+        return ev.Disabled("shutdown")
+    if not request.valid:
+        return ev.ClientError("invalid shutdown mode")
     op.access.require_cache(op.session, "setattr")        # kv_cache:setattr
     op.engine.shutdown_requested = True
-    return Status.OK
+    return ev.Close()
 
 
 def metadump(op, request: ev.MetaDump):
     """lru_crawler metadump: keys the client may getattr, in key order."""
     items = []
+    if request.classes is not None and 1 not in request.classes:
+        return ev.KeyList(items, op.now)        # every item is in class 1
     for key, record in op.txn.scan(request.prefix):
         # kv_item:getattr per key; hidden keys are simply not listed.
         if record.expired(op.now) or not op.allowed(record, "getattr", key,
@@ -139,4 +145,5 @@ HANDLERS = {
     ev.GetLabel: getlabel,
     ev.CreateLabel: createlabel,
     ev.WhoAmI: whoami,
+    **admin.HANDLERS,
 }

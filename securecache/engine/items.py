@@ -14,6 +14,7 @@ from ..protocol import events as ev
 from ..protocol.events import Status, StoreMode
 from ..storage import (EXPIRED, STALE, TOKEN_SENT, Record,
                        absolute_exptime)
+from . import detail
 from .access import AccessDenied
 
 U64_MOD = 1 << 64
@@ -46,6 +47,7 @@ def get(op, request: ev.Get) -> ev.Values:
         record = live(op, key)
         op.count("touch" if request.touch is not None else "get",
                  record is not None)
+        detail.record(op, "get", key, record is not None)
         if record is None and request.vivify is not None:
             items += _vivify(op, key, request)
             continue
@@ -125,6 +127,7 @@ def store(op, request: ev.Store):
     key = request.key
     record = live(op, key)
     op.count("set", True)
+    detail.record(op, "set", key)
     outcome = STORE_RULES[request.mode](op, request, record)
     if outcome is not None:
         return outcome
@@ -136,7 +139,9 @@ def store(op, request: ev.Store):
         label_id = record.label_id
         flags, exptime, value = _merged(op, request, record)
         if _invalidating(request, record):
-            state = record.state | STALE      # ms I with an older cas
+            # ms I with an older cas: stale again, TTL and token kept
+            state = record.state | STALE
+            exptime = record.exptime
     return _write(op, request, key, record, Record(
         label_id, flags, 0, op.now, request.new_cas, value, state), exptime)
 
@@ -237,6 +242,7 @@ def delete(op, request: ev.Delete):
     """delete, md: remove an item the client may remove."""
     record = live(op, request.key)
     op.count("delete", record is not None)
+    detail.record(op, "del", request.key)
     if record is None:
         return Status.NOT_FOUND
     op.require(record, "remove", request.key)         # kv_item:remove

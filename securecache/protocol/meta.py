@@ -224,11 +224,13 @@ def _read_ms(codec, tokens):
         mode = MS_MODES.get(values.get(ord("M"), ord("S")))
         if mode is None:
             raise ProtocolError(BAD_MS_MODE)
-        if length > codec.max_item_size:
-            raise ProtocolError(TOO_LARGE)
     except ProtocolError:
         codec._pending = _text._Swallow(length + 2)
         raise
+    if length > codec.max_item_size:
+        codec._pending = _text._Swallow(length + 2)
+        # memcached drops the item whatever the ms mode
+        return ev.Oversized(tag.key, drop=True, tag=tag)
     return _text._Block(length, _store_builder(values, tag, mode), False)
 
 
@@ -285,7 +287,7 @@ def _read_me(codec, tokens):
         raise ProtocolError(BAD_FORMAT)
     tag = MetaTag(b"me", key, (), False, binary,
                   getattr(codec, "clock", time.time))
-    return ev.Get([key], value=False, tag=tag)
+    return ev.Get([key], value=False, bump=False, tag=tag)  # me: not a fetch
 
 
 def _read_mn(codec, tokens):
@@ -474,6 +476,7 @@ REPLY_WRITERS: dict[type, Callable] = {
     ev.ClientError: lambda request, reply, tag:
         b"CLIENT_ERROR %s\r\n" % reply.message.encode(),
     ev.Close: lambda request, reply, tag: b"",
+    ev.TooLarge: lambda request, reply, tag: TOO_LARGE,
 }
 
 
@@ -515,7 +518,7 @@ class MetaCodec(_text.TextCodec):
         del self._buffer[:end + 1]
         if len(line) > _text.MAX_LINE:
             self._close(_text.LINE_TOO_LONG)
-        tokens = line.split()
+        tokens = _text.tokens_of(line)
         reader = READERS.get(tokens[0]) if tokens else None
         if reader is None:
             raise ProtocolError(ERROR)

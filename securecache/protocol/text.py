@@ -38,6 +38,7 @@ RELATIVE_EXPTIME_MAX = 60 * 60 * 24 * 30
 NOREPLY = 1
 WITH_CAS = 2
 WHOAMI = 4
+MAX_CLASSES = 64                       # memcached's slab class ids: 1..63
 
 ERROR = b"ERROR\r\n"
 BAD_FORMAT = b"CLIENT_ERROR bad command line format\r\n"
@@ -53,8 +54,12 @@ UNAUTHENTICATED = b"CLIENT_ERROR unauthenticated\r\n"
 AUTH_FAILED = b"CLIENT_ERROR authentication failure\r\n"
 BAD_LOGIN_TOKENS = b"CLIENT_ERROR bad authentication token format\r\n"
 BAD_LOGIN_TERMINATION = b"CLIENT_ERROR bad command line termination\r\n"
+BAD_CLASS = b"BADCLASS invalid class id\r\n"
 U32 = (1 << 32) - 1
 U64 = (1 << 64) - 1
+INT_MAX = (1 << 31) - 1
+DELIMITERS = frozenset(b" \n\0")
+COMMAND_INITIALS = frozenset(b"acdefgilmpqrstvw")   # memcached's commands'
 
 
 @dataclass(slots=True)
@@ -78,8 +83,22 @@ class _Swallow:
 
 
 def valid_key(key: bytes) -> bool:
-    """1..250 bytes, no control characters (spaces never reach here)."""
-    return 0 < len(key) <= KEY_MAX and not any(b < 33 or b == 127 for b in key)
+    """1..250 bytes. As in memcached, only space, LF (and NUL, where C
+    strings end) delimit: other control bytes are part of the key."""
+    return 0 < len(key) <= KEY_MAX and not any(b in DELIMITERS for b in key)
+
+
+def tokens_of(line: bytes) -> list[bytes]:
+    """memcached's tokenizer: a NUL ends the line, only spaces separate."""
+    return [t for t in line.split(b"\0", 1)[0].split(b" ") if t]
+
+
+def is_http(tokens: list[bytes]) -> bool:
+    """An HTTP request line on the memcached port: memcached hangs up
+    without a reply when an unknown command (of two or more bytes, not
+    starting like one of its commands) ends in an ``HTTP/`` token."""
+    return (len(tokens) > 1 and tokens[-1].startswith(b"HTTP/")
+            and len(tokens[0]) > 1 and tokens[0][0] not in COMMAND_INITIALS)
 
 
 def _uint(token: bytes, limit: int, error: bytes) -> int:
@@ -179,7 +198,7 @@ class TextCodec:
         del buffer[:end + 1]
         if line.endswith(b"\r"):
             line = line[:-1]
-        tokens = line.split()
+        tokens = tokens_of(line)
         if len(line) > MAX_LINE and not (tokens and tokens[0] in RETRIEVALS
                                          and len(line) <= MAX_GET_LINE):
             self._close(LINE_TOO_LONG)
@@ -188,6 +207,8 @@ class TextCodec:
         else:
             reader = READERS.get(tokens[0]) if tokens else None
         if reader is None:
+            if is_http(tokens):
+                self._close(b"")
             raise ProtocolError(ERROR)
         result = reader(self, tokens)
         if isinstance(result, _Block):
@@ -238,14 +259,16 @@ class TextCodec:
             exptime = _int(tokens[3], BAD_FORMAT)
             length = _int(tokens[4], BAD_FORMAT)
             cas = _uint(tokens[5], U64, BAD_FORMAT) if is_cas else 0
-            if length < 0:
+            if not 0 <= length <= INT_MAX - 2:    # memcached: vlen + 2 fits
                 raise ProtocolError(BAD_FORMAT)
         except ProtocolError as error:
             raise ProtocolError(b"" if noreply else error.reply) from None
+        mode = STORE_MODES[tokens[0]]
         if length > self.max_item_size:
             self._pending = _Swallow(length + 2)
-            raise ProtocolError(b"" if noreply else TOO_LARGE)
-        mode = STORE_MODES[tokens[0]]
+            # memcached drops the item a failed set would have replaced
+            return ev.Oversized(key, drop=mode is ev.StoreMode.SET,
+                                tag=noreply)
 
         def finish(data: bytes) -> ev.Store:
             return ev.Store(mode, key, flags, exptime, data, cas=cas,
@@ -312,9 +335,17 @@ class TextCodec:
 
     def _read_stats(self, tokens):
         group = tokens[1].decode("ascii", "replace") if len(tokens) > 1 else ""
+        special = STATS_SPECIAL.get(group)
+        if special is not None:
+            return special(tokens)
         if group not in STATS_GROUPS:
             raise ProtocolError(ERROR)
         return ev.Stats(group)
+
+    def _read_memlimit(self, tokens):
+        if len(tokens) < 2 or not tokens[1].isdigit():
+            raise ProtocolError(ERROR)
+        return ev.MemLimit(int(tokens[1]), tag=_noreply(tokens, 2))
 
     def _read_version(self, tokens):
         return ev.Version()
@@ -330,13 +361,39 @@ class TextCodec:
         return ev.Quit()
 
     def _read_shutdown(self, tokens):
-        return ev.Shutdown()
+        mode = tokens[1:]
+        return ev.Shutdown(graceful=mode == [b"graceful"],
+                           valid=mode in ([], [b"graceful"]))
 
     def _read_lru_crawler(self, tokens):
-        if len(tokens) != 3 or tokens[1] != b"metadump":
+        if len(tokens) != 3 or tokens[1] not in (b"metadump", b"crawl"):
             raise ProtocolError(ERROR)
-        prefix = b"" if tokens[2] == b"all" else tokens[2]
-        return ev.MetaDump(prefix)
+        argument = tokens[2]
+        if argument in (b"all", b"hash"):
+            classes = None
+        elif tokens[1] == b"crawl" or argument[:1].isdigit():
+            classes = _classes(argument)
+        else:                                   # ours: a key prefix
+            return ev.MetaDump(argument)
+        if tokens[1] == b"crawl":
+            return ev.Crawl()
+        return ev.MetaDump(b"", classes)
+
+    def _read_lru(self, tokens):
+        if len(tokens) < 3 or tokens[1] != b"mode" or \
+                tokens[2] not in (b"flat", b"segmented"):
+            raise ProtocolError(ERROR)
+        return ev.Tune("lru_segmented", tokens[2] == b"segmented")
+
+    def _read_slabs(self, tokens):
+        if len(tokens) < 3 or tokens[1] != b"automove":
+            raise ProtocolError(ERROR)
+        if not tokens[2].isdigit():
+            raise ProtocolError(BAD_FORMAT)
+        level = int(tokens[2])
+        if level > 2:
+            raise ProtocolError(ERROR)
+        return ev.Tune("slab_automove", level)
 
     def _read_relabel(self, tokens):
         if len(tokens) not in (3, 4):
@@ -384,6 +441,37 @@ def _login_reader(tokens: list[bytes]):
     raise ProtocolError(UNAUTHENTICATED)
 
 
+def _classes(argument: bytes) -> tuple[int, ...]:
+    """memcached's slab class list ``1,2,...``: each 1..63."""
+    try:
+        classes = tuple(int(part) for part in argument.split(b","))
+    except ValueError:
+        raise ProtocolError(BAD_CLASS) from None
+    if not all(0 < number < MAX_CLASSES for number in classes):
+        raise ProtocolError(BAD_CLASS)
+    return classes
+
+
+def _stats_cachedump(tokens):
+    if len(tokens) < 4:
+        raise ProtocolError(b"CLIENT_ERROR bad command line\r\n")
+    if not (tokens[2].isdigit() and tokens[3].isdigit()):
+        raise ProtocolError(BAD_FORMAT)
+    slab_class = int(tokens[2])
+    if slab_class >= MAX_CLASSES:
+        raise ProtocolError(b"CLIENT_ERROR Illegal slab id\r\n")
+    return ev.CacheDump(slab_class, int(tokens[3]))
+
+
+def _stats_detail(tokens):
+    if len(tokens) < 3 or tokens[2] not in (b"on", b"off", b"dump"):
+        raise ProtocolError(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n")
+    return ev.Detail(tokens[2].decode())
+
+
+STATS_SPECIAL = {"cachedump": _stats_cachedump, "detail": _stats_detail}
+
+
 def _context(token: bytes) -> str:
     if any(b < 33 or b > 126 for b in token):
         raise ProtocolError(BAD_FORMAT)
@@ -426,6 +514,12 @@ def _write_keylist(reply: ev.KeyList, tag: int) -> bytes:
     return b"".join(lines)
 
 
+def _write_dump(reply: ev.Dump, tag: int) -> bytes:
+    lines = [b"ITEM %s [%d b; %d s]\r\n" % (item.key, item.size, item.exptime)
+             for item in reply.items]
+    return b"".join(lines) + b"END\r\n"
+
+
 WRITERS: dict[type, Callable] = {
     ev.Values: _write_values,
     ev.Status: lambda r, t: r.value.encode() + b"\r\n",
@@ -440,6 +534,12 @@ WRITERS: dict[type, Callable] = {
     ev.ServerError: lambda r, t: b"SERVER_ERROR %s\r\n" % r.message.encode(),
     ev.ClientError: lambda r, t: b"CLIENT_ERROR %s\r\n" % r.message.encode(),
     ev.Close: lambda r, t: b"",
+    ev.Dump: _write_dump,
+    ev.DetailDump: lambda r, t: r.text(),
+    ev.TooLarge: lambda r, t: TOO_LARGE,
+    ev.Disabled: lambda r, t: b"ERROR: %s not enabled\r\n" % r.command.encode(),
+    ev.Refused: lambda r, t: b"%s %s\r\n" % (r.word.encode(),
+                                              r.message.encode()),
 }
 
 ALWAYS_SENT = (ev.ServerError, ev.AuthFailed)
@@ -450,7 +550,8 @@ STORE_MODES = {
     b"prepend": ev.StoreMode.PREPEND, b"cas": ev.StoreMode.CAS,
 }
 RETRIEVALS = frozenset((b"get", b"gets", b"gat", b"gats"))
-STATS_GROUPS = frozenset(("", "settings", "items", "slabs", "conns", "reset"))
+STATS_GROUPS = frozenset(("", "settings", "items", "slabs", "conns", "reset",
+                          "sizes", "extstore"))
 
 READERS: dict[bytes, Callable] = {
     b"get": TextCodec._read_get,
@@ -469,6 +570,9 @@ READERS: dict[bytes, Callable] = {
     b"quit": TextCodec._read_quit,
     b"shutdown": TextCodec._read_shutdown,
     b"lru_crawler": TextCodec._read_lru_crawler,
+    b"lru": TextCodec._read_lru,
+    b"slabs": TextCodec._read_slabs,
+    b"cache_memlimit": TextCodec._read_memlimit,
     b"relabel": TextCodec._read_relabel,
     b"getlabel": TextCodec._read_getlabel,
     b"createlabel": TextCodec._read_createlabel,
