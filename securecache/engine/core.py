@@ -204,7 +204,10 @@ class Engine:
                 self._usage() > limit
             return
         self.reclaim_expired(None)
-        while self._usage() > limit * LOW_WATER and self.evict(EVICT_BATCH):
+        # issue 10: a limit too small for a batch of the largest items
+        # evicts one by one, so a store never evicts the item it stored
+        batch = EVICT_BATCH if limit >= EVICT_BATCH * self.max_item_size else 1
+        while self._usage() > limit * LOW_WATER and self.evict(batch):
             pass
 
     def _usage(self) -> int:

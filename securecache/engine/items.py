@@ -34,9 +34,15 @@ def item(op, key: bytes, record: Record, with_value: bool) -> ev.Item:
     before (since it was stored) and when it was last accessed."""
     value = bytes(record.value) if with_value else None
     fetched, last_access = op.seen(key, record)
-    return ev.Item(key, record.flags, value, record.cas, record.exptime,
+    return ev.Item(key, record.flags, value, shown_cas(op, record.cas),
+                   record.exptime,
                    len(record.value), fetched=fetched,
                    last_access=last_access)
+
+
+def shown_cas(op, cas: int) -> int:
+    """The cas a client sees: 0 with CAS disabled (-C), as memcached."""
+    return cas if detail.tunables(op.engine).cas_enabled else 0
 
 
 def get(op, request: ev.Get) -> ev.Values:
@@ -119,7 +125,7 @@ def touch(op, request: ev.Touch):
         return Status.NOT_FOUND
     op.require(record, "setattr", request.key)        # kv_item:setattr
     record = _retime(op, request.key, record, request.exptime)
-    return ev.Done(Status.TOUCHED, record.cas, record.flags)
+    return ev.Done(Status.TOUCHED, shown_cas(op, record.cas), record.flags)
 
 
 def store(op, request: ev.Store):
@@ -164,7 +170,7 @@ def _write(op, request, key, old, record, exptime):
     op.txn.put(key, record, old)
     op.stored(key)
     op.counters["total_items"] += 1
-    return ev.Done(Status.STORED, record.cas, record.flags)
+    return ev.Done(Status.STORED, shown_cas(op, record.cas), record.flags)
 
 
 def _creatable(op, key: bytes) -> int:
@@ -221,7 +227,10 @@ def _rule_cas(op, request, record):
         return Status.NOT_FOUND
     # kv_item:write, checked before the compare so a mismatch leaks nothing.
     op.require(record, "write", request.key)
-    if record.cas != request.cas and not _invalidating(request, record):
+    # with CAS disabled (-C) no cas matches, as in memcached
+    matches = record.cas == request.cas and \
+        detail.tunables(op.engine).cas_enabled
+    if not matches and not _invalidating(request, record):
         op.counters["cas_badval"] += 1
         return Status.EXISTS
     op.counters["cas_hits"] += 1
@@ -297,7 +306,7 @@ def arith(op, request: ev.Arith):
         return ev.Number(value, 0, exptime=0)
     new = op.txn.put(key, Record(record.label_id, record.flags,
                                  exptime, op.now, 0, digits), record)
-    return ev.Number(value, new.cas, exptime=exptime)
+    return ev.Number(value, shown_cas(op, new.cas), exptime=exptime)
 
 
 def _autocreate(op, request: ev.Arith):
@@ -312,7 +321,8 @@ def _autocreate(op, request: ev.Arith):
     new = op.txn.put(request.key, Record(
         label_id, 0, absolute, op.now, 0, b"%d" % request.initial), None)
     op.counters["total_items"] += 1
-    return ev.Number(request.initial, new.cas, created=True, exptime=absolute)
+    return ev.Number(request.initial, shown_cas(op, new.cas), created=True,
+                     exptime=absolute)
 
 
 def _number(value) -> int | None:

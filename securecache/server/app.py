@@ -40,6 +40,8 @@ class Listen:
     auth: bool = False
     idle_timeout: int = 0
     sync_interval: float = 1.0
+    protocol: str = "auto"          # -B: auto (by the first byte), ascii, binary
+    backlog: int = 1024             # -b
 
 
 class Server:
@@ -138,7 +140,7 @@ class Server:
         for address in self.listen.addresses:
             self.servers.append(await asyncio.get_running_loop().create_server(
                 factory, address, self.listen.port, reuse_address=True,
-                backlog=1024))
+                backlog=self.listen.backlog))
             log.info("listening on %s port %d", address, self.listen.port)
         path = self.listen.unix_path
         if path:
@@ -148,7 +150,7 @@ class Server:
             try:
                 self.servers.append(
                     await asyncio.get_running_loop().create_unix_server(
-                        factory, path, backlog=1024))
+                        factory, path, backlog=self.listen.backlog))
             finally:
                 os.umask(old)
             log.info("listening on unix socket %s", path)

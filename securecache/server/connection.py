@@ -83,7 +83,10 @@ class Connection(asyncio.Protocol):
             if not data:
                 return
             size = self.server.engine.max_item_size
-            self.codec = BinaryCodec(size) if is_binary(data[0]) else \
+            protocol = self.server.listen.protocol          # -B
+            binary = is_binary(data[0]) if protocol == "auto" else \
+                protocol == "binary"
+            self.codec = BinaryCodec(size) if binary else \
                 TextCodec(size, auth=self.server.listen.auth)
         self.codec.receive_data(data)
         while True:
@@ -130,6 +133,8 @@ class Connection(asyncio.Protocol):
             else:
                 out.append(self.codec.send(entry, reply))
                 close = isinstance(reply, ev.Close) or self.codec.must_close
+            if out and log.isEnabledFor(logging.DEBUG):   # -vv: replies
+                log.debug(">%s %r", self.peer, out[-1].split(b"\r\n")[0][:80])
         self._write(b"".join(out))
         if close:
             self.close()
