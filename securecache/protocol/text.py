@@ -38,7 +38,6 @@ RELATIVE_EXPTIME_MAX = 60 * 60 * 24 * 30
 NOREPLY = 1
 WITH_CAS = 2
 WHOAMI = 4
-MAX_CLASSES = 64                       # memcached's slab class ids: 1..63
 
 ERROR = b"ERROR\r\n"
 BAD_FORMAT = b"CLIENT_ERROR bad command line format\r\n"
@@ -54,7 +53,6 @@ UNAUTHENTICATED = b"CLIENT_ERROR unauthenticated\r\n"
 AUTH_FAILED = b"CLIENT_ERROR authentication failure\r\n"
 BAD_LOGIN_TOKENS = b"CLIENT_ERROR bad authentication token format\r\n"
 BAD_LOGIN_TERMINATION = b"CLIENT_ERROR bad command line termination\r\n"
-BAD_CLASS = b"BADCLASS invalid class id\r\n"
 U32 = (1 << 32) - 1
 U64 = (1 << 64) - 1
 INT_MAX = (1 << 31) - 1
@@ -335,17 +333,12 @@ class TextCodec:
 
     def _read_stats(self, tokens):
         group = tokens[1].decode("ascii", "replace") if len(tokens) > 1 else ""
-        special = STATS_SPECIAL.get(group)
+        special = _admin.STATS_SPECIAL.get(group)
         if special is not None:
             return special(tokens)
         if group not in STATS_GROUPS:
             raise ProtocolError(ERROR)
         return ev.Stats(group)
-
-    def _read_memlimit(self, tokens):
-        if len(tokens) < 2 or not tokens[1].isdigit():
-            raise ProtocolError(ERROR)
-        return ev.MemLimit(int(tokens[1]), tag=_noreply(tokens, 2))
 
     def _read_version(self, tokens):
         return ev.Version()
@@ -364,36 +357,6 @@ class TextCodec:
         mode = tokens[1:]
         return ev.Shutdown(graceful=mode == [b"graceful"],
                            valid=mode in ([], [b"graceful"]))
-
-    def _read_lru_crawler(self, tokens):
-        if len(tokens) != 3 or tokens[1] not in (b"metadump", b"crawl"):
-            raise ProtocolError(ERROR)
-        argument = tokens[2]
-        if argument in (b"all", b"hash"):
-            classes = None
-        elif tokens[1] == b"crawl" or argument[:1].isdigit():
-            classes = _classes(argument)
-        else:                                   # ours: a key prefix
-            return ev.MetaDump(argument)
-        if tokens[1] == b"crawl":
-            return ev.Crawl()
-        return ev.MetaDump(b"", classes)
-
-    def _read_lru(self, tokens):
-        if len(tokens) < 3 or tokens[1] != b"mode" or \
-                tokens[2] not in (b"flat", b"segmented"):
-            raise ProtocolError(ERROR)
-        return ev.Tune("lru_segmented", tokens[2] == b"segmented")
-
-    def _read_slabs(self, tokens):
-        if len(tokens) < 3 or tokens[1] != b"automove":
-            raise ProtocolError(ERROR)
-        if not tokens[2].isdigit():
-            raise ProtocolError(BAD_FORMAT)
-        level = int(tokens[2])
-        if level > 2:
-            raise ProtocolError(ERROR)
-        return ev.Tune("slab_automove", level)
 
     def _read_relabel(self, tokens):
         if len(tokens) not in (3, 4):
@@ -439,37 +402,6 @@ def _login_reader(tokens: list[bytes]):
     if len(tokens) >= 5 and tokens[0] == b"set" and tokens[4].isdigit():
         return TextCodec._read_login
     raise ProtocolError(UNAUTHENTICATED)
-
-
-def _classes(argument: bytes) -> tuple[int, ...]:
-    """memcached's slab class list ``1,2,...``: each 1..63."""
-    try:
-        classes = tuple(int(part) for part in argument.split(b","))
-    except ValueError:
-        raise ProtocolError(BAD_CLASS) from None
-    if not all(0 < number < MAX_CLASSES for number in classes):
-        raise ProtocolError(BAD_CLASS)
-    return classes
-
-
-def _stats_cachedump(tokens):
-    if len(tokens) < 4:
-        raise ProtocolError(b"CLIENT_ERROR bad command line\r\n")
-    if not (tokens[2].isdigit() and tokens[3].isdigit()):
-        raise ProtocolError(BAD_FORMAT)
-    slab_class = int(tokens[2])
-    if slab_class >= MAX_CLASSES:
-        raise ProtocolError(b"CLIENT_ERROR Illegal slab id\r\n")
-    return ev.CacheDump(slab_class, int(tokens[3]))
-
-
-def _stats_detail(tokens):
-    if len(tokens) < 3 or tokens[2] not in (b"on", b"off", b"dump"):
-        raise ProtocolError(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n")
-    return ev.Detail(tokens[2].decode())
-
-
-STATS_SPECIAL = {"cachedump": _stats_cachedump, "detail": _stats_detail}
 
 
 def _context(token: bytes) -> str:
@@ -569,15 +501,16 @@ READERS: dict[bytes, Callable] = {
     b"verbosity": TextCodec._read_verbosity,
     b"quit": TextCodec._read_quit,
     b"shutdown": TextCodec._read_shutdown,
-    b"lru_crawler": TextCodec._read_lru_crawler,
-    b"lru": TextCodec._read_lru,
-    b"slabs": TextCodec._read_slabs,
-    b"cache_memlimit": TextCodec._read_memlimit,
     b"relabel": TextCodec._read_relabel,
     b"getlabel": TextCodec._read_getlabel,
     b"createlabel": TextCodec._read_createlabel,
     b"whoami": TextCodec._read_whoami,
 }
+
+# memcached's operator commands (stats cachedump/detail, lru_crawler, ...)
+from . import textadmin as _admin  # noqa: E402
+
+READERS.update(_admin.READERS)
 
 # Meta commands share the text connection (memcached does the same).
 from .meta import READERS as META_READERS  # noqa: E402
