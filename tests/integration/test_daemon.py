@@ -252,6 +252,7 @@ def test_vv_logs_each_request_without_values(tmp_path):
         time.sleep(0.2)
         log = d.log()
         assert "Store secretkey" in log and "Get secretkey" in log
+        assert "b'STORED'" in log and "b'VALUE secretkey 0 6'" in log  # replies
         assert "hunter" not in log
     finally:
         d.kill()

@@ -1,5 +1,5 @@
 """Issue 10: memcached's flags for ``securecache serve`` on real daemons
-(-l ADDR:PORT, -P, -B, -C, -D, -o, -b, -R, -L, -vv) and the refused ones,
+(-l ADDR:PORT, -P, -B, -C, -D, -o, -b, -R, -L; -vv is in test_daemon) and the refused ones,
 whose refusal says why. -C is compared with memcached -C byte for byte."""
 
 from __future__ import annotations
@@ -94,19 +94,6 @@ def test_delimiter_turns_detail_on_and_idle_timeout(tmp_path):
             time.sleep(2.5)
             assert conn.until(lambda data: False, timeout=1) == b""
             assert conn.closed                  # idle: closed by the daemon
-    finally:
-        d.kill()
-
-
-def test_vv_logs_requests_and_replies(tmp_path):
-    d = start_daemon(tmp_path, "-vv")
-    try:
-        with Conn(d.port) as conn:
-            conn.line(b"set logged 0 0 6\r\nsecret\r\n")
-        time.sleep(0.3)
-        log = d.log()
-        assert "Store logged" in log and "b'STORED'" in log
-        assert "secret" not in log
     finally:
         d.kill()
 
