@@ -43,10 +43,23 @@ def _octal(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an octal mask: {text}") from None
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default, said once: "none"/"off" for unset ones."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default is argparse.SUPPRESS:
+            return text
+        if action.default is None or action.default is False:
+            word = "off" if action.default is False else "none"
+            return f"{text} (default: {word})"
+        return super()._get_help_string(action)
+
+
 def _serve_parser(sub) -> None:
     p = sub.add_parser(
         "serve", help="run the cache daemon (foreground)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Help,
         description="memcached's flags where they mean the same, plus "
                     "securecache's own (--data-dir, durability, MAC).")
     p.add_argument("-p", "--port", type=int, default=11211,
@@ -227,7 +240,7 @@ def _refusal(args) -> tuple[str, int] | None:
         return ("Cannot set item size limit higher than 1/2 of memory max.",
                 EX_USAGE)
     try:
-        args.options = extended(args.extended)
+        args.options = extended(args.extended or [])
         args.addresses, args.port = listen_addresses(args.listen, args.port)
     except ValueError as error:
         return str(error), 2

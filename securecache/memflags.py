@@ -60,7 +60,8 @@ class Refused(argparse.Action):
     """A memcached flag that cannot apply: refused with the reason."""
 
     def __init__(self, option_strings, dest, nargs=0, **kwargs):
-        super().__init__(option_strings, dest, nargs=nargs, **kwargs)
+        super().__init__(option_strings, dest, nargs=nargs,
+                         default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
         parser.error(f"{option_string}: {REFUSED[self.option_strings[0]]}")
@@ -86,13 +87,14 @@ def add_memcached_flags(p) -> None:
                    help="no CAS: cas values are 0, every cas store EXISTS")
     p.add_argument("-b", "--listen-backlog", type=int, default=1024,
                    help="the listen backlog queue limit")
-    p.add_argument("-o", "--extended", action="append", default=[],
+    p.add_argument("-o", "--extended", action="append",
                    help="comma-separated memcached -o options; these apply: "
                         + "; ".join(f"{name}: {what}" for name, (_, what)
                                     in EXTENDED.items()))
     p.add_argument("-D", "--prefix-delimiter", type=_char,
                    help="delimiter of key prefixes for stats detail; given, "
-                        "it also turns stats detail on (default ':', off)")
+                        "it also turns stats detail on (default: ':', "
+                        "stats detail off)")
     p.add_argument("-L", "--enable-largepages", action="store_true",
                    help="accepted: the LMDB map is the kernel's to page "
                         "(transparent huge pages apply as the host sets "
