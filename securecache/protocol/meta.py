@@ -21,12 +21,14 @@ framing, so this module only supplies what is meta-specific:
   send) built on ``text.TextCodec``'s framing; the text codec serves meta
   commands itself once its READERS include ours (see the lead's wiring).
 
-Flags memcached accepts but the engine cannot honour yet (mg N/R vivify and
-recache, md I stale marking, ma T touch) are refused with the error an older
-memcached gives for a flag it does not know (``UNSUPPORTED``); return flags
-the engine has no data for (h, l, and c after a successful ms) are left out
-rather than invented. ``E`` (explicit new CAS, memcached >= 1.6.21) is
-accepted on ms only.
+A flag memcached accepts but the engine could not honour would be refused
+with the error an older memcached gives for a flag it does not know
+(``UNSUPPORTED``, empty today); return flags the engine has no data for
+are left out rather than invented. ``E`` (explicit new CAS, memcached >=
+1.6.21) is accepted on ms only. Keys follow the text protocol's rule
+(control bytes other than space and LF are key bytes); an ``ms`` value over
+the item size limit becomes an ``Oversized`` request (memcached drops the
+old item whatever the mode); ``me`` does not count as a fetch.
 
 This module imports nothing of ours but ``events`` and ``text``; ``text`` is
 imported at the bottom so that either module may be imported first.

@@ -11,14 +11,19 @@ so the caller answers the error and keeps calling ``next_event``.
 ``send(request, reply)`` renders a reply, honouring ``noreply``.
 
 The error words and the resynchronisation rules were measured against
-memcached 1.6.18: a bad command line is refused without reading a data
-block (the block is then parsed as a command), an oversized block is
-swallowed, a block without its terminating CRLF is refused after reading
-exactly the announced length plus two, and a line longer than
-``MAX_LINE`` without a newline closes the connection unless it is a
-retrieval command, whose lines may be up to ``MAX_GET_LINE``.
+memcached 1.6.18: only spaces separate tokens and a NUL ends the line (so
+other control bytes belong to keys); a bad command line is refused without
+reading a data block (the block is then parsed as a command); an oversized
+block is swallowed and becomes an ``Oversized`` request (the engine drops
+the item a ``set`` would have replaced); a block without its terminating
+CRLF is refused after reading exactly the announced length plus two; an
+HTTP request line closes the connection without a reply; and a line longer
+than ``MAX_LINE`` without a newline closes the connection unless it is a
+retrieval command, whose lines may be up to ``MAX_GET_LINE``. memcached's
+operator commands are read by ``textadmin``.
 
-This module imports nothing of ours but ``events``.
+This module imports nothing of ours but ``events`` (and ``meta``,
+``textadmin``, whose readers share the connection).
 """
 
 from __future__ import annotations
