@@ -1,7 +1,7 @@
 """`securecache <command>`: serve, policy build.
 
 ``serve`` takes memcached's flags where they mean the same (-p -l -s -a -c
--m -M -I -v -vv -vvv -U 0 -A -Y -S -B -P -R -C -b -o -D -L; see
+-m -M -I -v -vv -vvv -U 0 -A -Y -S -B -P -R -C -b -o -D -F -X -L; see
 ``memflags``) plus its own (--data-dir, durability, MAC).
 """
 
@@ -255,7 +255,9 @@ def _tunables(args):
                     cas_enabled=not args.disable_cas,
                     detail=args.prefix_delimiter is not None,
                     slab_automove=args.options.get("slab_automove", 1),
-                    reqs_per_event=args.max_reqs_per_event)
+                    reqs_per_event=args.max_reqs_per_event,
+                    flush_enabled=not args.disable_flush_all,
+                    dump_enabled=not args.disable_dumping)
 
 
 @contextlib.contextmanager

@@ -1,9 +1,9 @@
 """memcached's command-line flags for ``securecache serve``.
 
 How this works: ``add_memcached_flags`` adds to the serve parser the
-memcached flags that mean the same here (``-B -P -R -C -b -o -D -L``, ``-l
-ADDR:PORT``), each with its help text and default, and the ones that cannot
-apply as ``Refused`` actions: using one stops argument parsing with a
+memcached flags that mean the same here (``-B -P -R -C -b -o -D -F -X -L``,
+``-l ADDR:PORT``), each with its help text and default, and the ones that
+cannot apply as ``Refused`` actions: using one stops argument parsing with a
 sentence saying why. ``extended`` reads ``-o`` lists; ``listen_addresses``
 reads ``-l``. No import of ours: the CLI applies the result.
 """
@@ -18,10 +18,6 @@ REFUSED = {
     "-k": "items live in a file-backed LMDB map paged by the kernel; "
           "locking it in memory (-k) does not apply",
     "-r": "set the core file limit with ulimit -c before starting",
-    "-F": "who may flush is the policy's kv_cache:flush permission "
-          "(-F does not apply)",
-    "-X": "listings show only the items the policy lets a client getattr; "
-          "deny kv_item:getattr instead of -X",
     "-W": "the watch command is not served",
     "-e": "items are always persistent in LMDB (--data-dir); no -e "
           "memory file",
@@ -95,6 +91,13 @@ def add_memcached_flags(p) -> None:
                    help="delimiter of key prefixes for stats detail; given, "
                         "it also turns stats detail on (default: ':', "
                         "stats detail off)")
+    p.add_argument("-F", "--disable-flush-all", action="store_true",
+                   help="flush_all is refused for everyone (without it the "
+                        "policy's kv_cache:flush decides)")
+    p.add_argument("-X", "--disable-dumping", action="store_true",
+                   help="stats cachedump and lru_crawler metadump are "
+                        "refused (without it they list what kv_item:getattr "
+                        "allows)")
     p.add_argument("-L", "--enable-largepages", action="store_true",
                    help="accepted: the LMDB map is the kernel's to page "
                         "(transparent huge pages apply as the host sets "

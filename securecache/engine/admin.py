@@ -36,7 +36,10 @@ def oversized(op, request: ev.Oversized):
 
 def cachedump(op, request: ev.CacheDump):
     """stats cachedump CLASS LIMIT: kv_cache:getattr, then the keys of
-    class 1 (all items) the client may getattr, at most LIMIT (0: all)."""
+    class 1 (all items) the client may getattr, at most LIMIT (0: all);
+    not with -X."""
+    if not detail.tunables(op.engine).dump_enabled:
+        return ev.Disabled("cachedump")
     op.access.require_cache(op.session, "getattr")    # kv_cache:getattr
     if request.slab_class != 1:
         return ev.Dump([])

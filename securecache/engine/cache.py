@@ -13,11 +13,15 @@ from ..protocol import events as ev
 from ..protocol.events import Status
 from ..storage import Record
 from . import admin
+from .detail import tunables
 from .items import item, live
 
 
 def flush_all(op, request: ev.FlushAll):
-    """flush_all [delay]: kv_cache:flush, then every item the client may remove."""
+    """flush_all [delay]: kv_cache:flush, then every item the client may
+    remove (unless the server was started with -F)."""
+    if not tunables(op.engine).flush_enabled:
+        return ev.Disabled("flush_all")
     op.access.require_cache(op.session, "flush")      # kv_cache:flush
     op.counters["cmd_flush"] += 1
     if request.delay > 0:
@@ -81,7 +85,10 @@ def shutdown(op, request: ev.Shutdown):
 
 
 def metadump(op, request: ev.MetaDump):
-    """lru_crawler metadump: keys the client may getattr, in key order."""
+    """lru_crawler metadump: keys the client may getattr, in key order
+    (unless the server was started with -X)."""
+    if not tunables(op.engine).dump_enabled:
+        return ev.Disabled("metadump")
     items = []
     if request.classes is not None and 1 not in request.classes:
         return ev.KeyList(items, op.now)        # every item is in class 1

@@ -29,6 +29,8 @@ class Tunables:
     lru_segmented: bool = True           # lru mode segmented|flat
     slab_automove: int = 1               # slabs automove 0|1|2
     reqs_per_event: int = 20             # -R (shown in stats settings)
+    flush_enabled: bool = True           # -F turns flush_all off
+    dump_enabled: bool = True            # -X turns cachedump/metadump off
     prefixes: dict = field(default_factory=lambda: defaultdict(
         lambda: [0, 0, 0, 0]))
 

@@ -498,6 +498,8 @@ WRITERS: dict[type, Callable] = {
     ev.ClientError: _write_client_error,
     ev.Close: lambda request, reply, tag: _success(tag),
     ev.TooLarge: lambda request, reply, tag: error_packet(tag, St.E2BIG),
+    # FLUSH with -F: memcached answers an auth error
+    ev.Disabled: lambda request, reply, tag: error_packet(tag, St.AUTH_ERROR),
     ev.DetailDump: lambda request, reply, tag: packet(
         tag.opcode, 0, tag.opaque, key=b"detailed",
         value=reply.text()) + packet(tag.opcode, 0, tag.opaque),

@@ -401,7 +401,8 @@ class TooLarge:
 
 @dataclass(slots=True)
 class Disabled:
-    """A command the server was started without (``shutdown`` needs ``-A``)."""
+    """A command the server was started without: ``shutdown`` (needs
+    ``-A``), ``flush_all`` (``-F``), ``cachedump``/``metadump`` (``-X``)."""
 
     command: str
 

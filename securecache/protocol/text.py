@@ -474,12 +474,18 @@ WRITERS: dict[type, Callable] = {
     ev.Dump: _write_dump,
     ev.DetailDump: lambda r, t: r.text(),
     ev.TooLarge: lambda r, t: TOO_LARGE,
-    ev.Disabled: lambda r, t: b"ERROR: %s not enabled\r\n" % r.command.encode(),
+    ev.Disabled: lambda r, t: DISABLED[r.command],
     ev.Refused: lambda r, t: b"%s %s\r\n" % (r.word.encode(),
                                               r.message.encode()),
 }
 
 ALWAYS_SENT = (ev.ServerError, ev.AuthFailed)
+DISABLED = {     # memcached's words for a command its flags turned off
+    "shutdown": b"ERROR: shutdown not enabled\r\n",
+    "flush_all": b"CLIENT_ERROR flush_all not allowed\r\n",
+    "cachedump": b"CLIENT_ERROR stats cachedump not allowed\r\n",
+    "metadump": b"ERROR metadump not allowed\r\n",
+}
 
 STORE_MODES = {
     b"set": ev.StoreMode.SET, b"add": ev.StoreMode.ADD,

@@ -83,6 +83,32 @@ def test_disable_cas_as_memcached(tmp_path):
         theirs.stop()
 
 
+def test_disable_flush_all_and_dumping_as_memcached(tmp_path):
+    ours = start_daemon(tmp_path, "-F", "-X")
+    theirs = RealMemcached("-F", "-X")
+    steps = [b"flush_all\r\n", b"flush_all 10\r\n",
+             b"flush_all noreply\r\nversion\r\n", b"stats cachedump 1 1\r\n",
+             b"lru_crawler metadump all\r\n", b"lru_crawler metadump hash\r\n",
+             b"lru_crawler crawl 1\r\n"]
+    try:
+        for step in steps:
+            replies = []
+            for server in (ours, theirs):
+                with Conn(server.port) as conn:
+                    replies.append(conn.line(step))
+            assert replies[0] == replies[1], step
+        flush = bin_request(0x08, opaque=5)
+        replies = []
+        for server in (ours, theirs):
+            with Conn(server.port) as conn:
+                replies.append(conn.binary(flush, sentinel=5)[0])
+        assert replies[0] == replies[1]
+        assert replies[0][0].status == 0x20
+    finally:
+        ours.kill()
+        theirs.stop()
+
+
 def test_delimiter_turns_detail_on_and_idle_timeout(tmp_path):
     d = start_daemon(tmp_path, "-D", "/", "-o", "idle_timeout=1,modern")
     try:
@@ -101,6 +127,7 @@ def test_delimiter_turns_detail_on_and_idle_timeout(tmp_path):
 @pytest.mark.parametrize("flags, reason", [
     (["-d"], "runs in the foreground"),
     (["-k"], "does not apply"),
+    (["-W"], "watch command is not served"),
     (["-f"], "no slab allocator"),
     (["-e"], "always persistent"),
     (["-o", "ext_path=/tmp/x:1G"], "no extstore"),
