@@ -162,7 +162,8 @@ def serve(args) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose > 1 else logging.INFO,
         format="securecache[%(process)d]: %(message)s", stream=sys.stderr)
-    if args.verbose > 2:
+    if args.verbose > 2:            # -vvv: the event loop's debug mode too
+        os.environ["PYTHONASYNCIODEBUG"] = "1"
         logging.getLogger("asyncio").setLevel(logging.DEBUG)
     log = logging.getLogger("securecache")
     problem = _refusal(args)
