@@ -40,7 +40,8 @@ HANDLERS = {**items.HANDLERS, **cache.HANDLERS,
             ev.Authenticate: auth.authenticate,
             ev.Mechanisms: auth.mechanisms}
 WRITES = frozenset((ev.Store, ev.Delete, ev.Arith, ev.Touch, ev.FlushAll,
-                    ev.Relabel))
+                    ev.Relabel,
+                    ev.Oversized, ev.Crawl))      # issue 10: may delete
 SWEEP_BATCH = 1000
 EVICT_BATCH = 64
 EVICT_ROUNDS = 64

@@ -123,3 +123,20 @@ def test_stats_shapes(engine):
     assert general["securecache_version"]
     assert run(engine, ev.MetaDump(b"", (2,))).items == []
     assert len(run(engine, ev.MetaDump(b"", (1, 2))).items) == 1
+
+
+def test_smallest_cache_keeps_the_item_it_just_stored(tmp_path, mac, clock):
+    """-m 2 -I 1m: each 900 KB store evicts older items, never itself."""
+    from securecache.engine import Engine
+    from securecache.storage import Storage
+    storage = Storage(tmp_path / "small", map_size=2 << 20,
+                      durability="async")
+    small = Engine(storage, mac, clock=clock, max_item_size=1 << 20)
+    try:
+        value = b"v" * (900 << 10)
+        for key in (b"one", b"two", b"three", b"four"):
+            assert store(small, key, value) is Status.STORED
+            assert get(small, key) == {key: value}
+        assert small.counters["evictions"] >= 2
+    finally:
+        storage.close()
