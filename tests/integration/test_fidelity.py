@@ -11,8 +11,8 @@ hash; lru mode; slabs automove) are here.
 
 from __future__ import annotations
 
+import contextlib
 import re
-import struct
 import subprocess
 
 import pytest
@@ -142,28 +142,30 @@ def test_bug8_invalidation_keeps_the_ttl(pair):
     assert ttl <= 30 and replies[0][2] == b"HD\r\n"
 
 
-def test_bug10_shutdown_replies(tmp_path):
-    ours = start_daemon(tmp_path)
-    theirs = RealMemcached()
+@contextlib.contextmanager
+def started_with(tmp_path, *flags: str):
+    """A daemon and a memcached of their own, both given ``flags``."""
+    ours = start_daemon(tmp_path, *flags)
+    theirs = RealMemcached(*flags)
     try:
-        for data in (b"shutdown\r\n", b"shutdown graceful\r\n"):
-            same((ours, theirs), data)
+        yield ours, theirs
     finally:
         ours.kill()
         theirs.stop()
+
+
+def test_bug10_shutdown_replies(tmp_path):
+    with started_with(tmp_path) as servers:
+        for data in (b"shutdown\r\n", b"shutdown graceful\r\n"):
+            same(servers, data)
 
 
 def test_bug10_shutdown_graceful_with_A_answers_nothing(tmp_path):
-    ours = start_daemon(tmp_path, "-A")
-    theirs = RealMemcached("-A")
-    try:
-        assert same((ours, theirs), b"shutdown foo\r\n") == (
+    with started_with(tmp_path, "-A") as servers:
+        assert same(servers, b"shutdown foo\r\n") == (
             b"CLIENT_ERROR invalid shutdown mode\r\n")
-        assert same((ours, theirs), b"shutdown graceful\r\n") == CLOSED
-        assert ours.process.wait(20) == 0
-    finally:
-        ours.kill()
-        theirs.stop()
+        assert same(servers, b"shutdown graceful\r\n") == CLOSED
+        assert servers[0].process.wait(20) == 0
 
 
 def test_bug11_version_parses_as_memcached(pair):

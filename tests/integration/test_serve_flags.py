@@ -10,8 +10,8 @@ import time
 import pytest
 
 from .daemons import SECURECACHE, Daemon, free_port
-from .proto_support import (Conn, RealMemcached, bin_request, bin_responses,
-                            start_daemon)
+from .proto_support import Conn, bin_request, bin_responses, start_daemon
+from .test_fidelity import started_with
 
 
 def serve(tmp_path, *flags: str) -> subprocess.CompletedProcess:
@@ -66,47 +66,37 @@ def test_protocol_binary_and_ascii(tmp_path):
 
 
 def test_disable_cas_as_memcached(tmp_path):
-    ours = start_daemon(tmp_path, "-C")
-    theirs = RealMemcached("-C")
     data = (b"set k 0 0 1\r\nx\r\ngets k\r\ncas k 0 0 1 0\r\ny\r\n"
             b"mg k c v\r\ncas nokey 0 0 1 0\r\nz\r\n")
-    try:
+    with started_with(tmp_path, "-C") as servers:
         replies = []
-        for server in (ours, theirs):
+        for server in servers:
             with Conn(server.port) as conn:
                 conn.send(data)
                 replies.append(conn.through(b"NOT_FOUND\r\n"))
         assert replies[0] == replies[1]
-        assert settings(ours.port)[b"cas_enabled"] == b"no"
-    finally:
-        ours.kill()
-        theirs.stop()
+        assert settings(servers[0].port)[b"cas_enabled"] == b"no"
 
 
 def test_disable_flush_all_and_dumping_as_memcached(tmp_path):
-    ours = start_daemon(tmp_path, "-F", "-X")
-    theirs = RealMemcached("-F", "-X")
     steps = [b"flush_all\r\n", b"flush_all 10\r\n",
              b"flush_all noreply\r\nversion\r\n", b"stats cachedump 1 1\r\n",
              b"lru_crawler metadump all\r\n", b"lru_crawler metadump hash\r\n",
              b"lru_crawler crawl 1\r\n"]
-    try:
+    with started_with(tmp_path, "-F", "-X") as servers:
         for step in steps:
             replies = []
-            for server in (ours, theirs):
+            for server in servers:
                 with Conn(server.port) as conn:
                     replies.append(conn.line(step))
             assert replies[0] == replies[1], step
         flush = bin_request(0x08, opaque=5)
         replies = []
-        for server in (ours, theirs):
+        for server in servers:
             with Conn(server.port) as conn:
                 replies.append(conn.binary(flush, sentinel=5)[0])
         assert replies[0] == replies[1]
         assert replies[0][0].status == 0x20
-    finally:
-        ours.kill()
-        theirs.stop()
 
 
 def test_delimiter_turns_detail_on_and_idle_timeout(tmp_path):
