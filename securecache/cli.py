@@ -1,21 +1,26 @@
 """`securecache <command>`: serve, policy build.
 
 ``serve`` takes memcached's flags where they mean the same (-p -l -s -a -c
--m -M -I -v -vv -U 0 -A) plus its own (--data-dir, durability, MAC).
+-m -M -I -v -vv -vvv -U 0 -A -Y -S -B -P -R -C -b -o -D -F -X -L; see
+``memflags``) plus its own (--data-dir, durability, MAC).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
 from . import __version__
+from .memflags import add_memcached_flags, extended, listen_addresses
 from .tools import cli as tools_cli
 
 MEMCACHED_VERSION = "1.6.18"
 UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+EX_USAGE = 64               # memcached's exit status for impossible settings
 
 
 def _size(text: str) -> int:
@@ -39,50 +44,92 @@ def _octal(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an octal mask: {text}") from None
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default, said once: "none"/"off" for unset ones."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default is argparse.SUPPRESS:
+            return text
+        if action.default is None or action.default is False:
+            word = "off" if action.default is False else "none"
+            return f"{text} (default: {word})"
+        return super()._get_help_string(action)
+
+
 def _serve_parser(sub) -> None:
-    p = sub.add_parser("serve", help="run the cache daemon (foreground)")
+    p = sub.add_parser(
+        "serve", help="run the cache daemon (foreground)",
+        formatter_class=_Help,
+        description="memcached's flags where they mean the same, plus "
+                    "securecache's own (--data-dir, durability, MAC).")
     p.add_argument("-p", "--port", type=int, default=11211,
-                   help="TCP port (default 11211; 0 disables TCP)")
+                   help="TCP port (0 disables TCP)")
     p.add_argument("-l", "--listen", default="127.0.0.1",
-                   help="comma-separated addresses to listen on "
-                        "(default 127.0.0.1)")
+                   help="comma-separated addresses, each ADDR, ADDR:PORT "
+                        "or [V6]:PORT (memcached listens everywhere; "
+                        "securecache on loopback unless told)")
     p.add_argument("-s", "--unix-socket", help="UNIX socket path")
-    p.add_argument("-a", "--unix-mask", type=_octal, default=0o700,
-                   help="UNIX socket permissions, octal (default 0700)")
-    p.add_argument("-c", "--conn-limit", type=int, default=1024)
+    p.add_argument("-a", "--unix-mask", type=_octal, default="0700",
+                   help="UNIX socket permissions, octal")
+    p.add_argument("-c", "--conn-limit", type=int, default=1024,
+                   help="maximum simultaneous connections")
     p.add_argument("-t", "--threads", type=int, default=1,
                    help="worker processes sharing the listeners and the "
-                        "LMDB environment (default 1)")
+                        "LMDB environment (one process: the least CPU per "
+                        "request; more scale reads over cores)")
     p.add_argument("-m", "--memory-limit", type=int, default=64,
-                   help="LMDB map size in megabytes (default 64)")
+                   help="megabytes the cache may hold (LMDB pages in use); "
+                        "at least twice -I")
     p.add_argument("-M", "--disable-evictions", action="store_true",
                    help="answer out-of-memory instead of evicting")
-    p.add_argument("-I", "--max-item-size", type=_size, default=1 << 20)
+    p.add_argument("-I", "--max-item-size", type=_size, default=1 << 20,
+                   help="largest value, bytes or with k/m (1k..1024m)")
     p.add_argument("-U", "--udp-port", type=int, default=0,
                    help="UDP is not served: only 0 is accepted")
-    p.add_argument("-A", "--enable-shutdown", action="store_true")
+    p.add_argument("-A", "--enable-shutdown", action="store_true",
+                   help="allow the shutdown command")
     p.add_argument("-Y", "--auth-file", type=Path,
                    help="user:password lines; every client must log in "
                         "(text: memcached's text auth; binary: SASL PLAIN)")
     p.add_argument("-S", "--enable-sasl", action="store_true",
                    help="SASL PLAIN for binary clients (needs -Y)")
-    p.add_argument("-v", "--verbose", action="count", default=0)
-    p.add_argument("--idle-timeout", type=int, default=0)
-    p.add_argument("--data-dir", default="./var/securecache")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="-v: warnings and errors while serving (start and "
+                        "stop lines are always logged); -vv: also every "
+                        "request (kind and keys) and reply line; -vvv: also "
+                        "the event loop's own debug log")
+    add_memcached_flags(p)
+    p.add_argument("--idle-timeout", type=int, default=0,
+                   help="close connections idle this many seconds (0: never;"
+                        " also -o idle_timeout=N)")
+    p.add_argument("--data-dir", default="./var/securecache",
+                   help="the LMDB directory, relative to the current "
+                        "directory unless absolute")
     p.add_argument("--durability", choices=("fsync", "async"),
-                   default="fsync")
+                   default="fsync", help="fsync: a reply after its group "
+                   "is on disk; async: synced every --sync-interval")
     p.add_argument("--sync-interval", type=int, default=1000,
                    help="milliseconds between syncs with async durability")
     p.add_argument("--mac", choices=("auto", "kernel", "policy", "off"),
-                   default="auto")
-    p.add_argument("--policy", type=Path, help="binary policy file")
-    p.add_argument("--booleans", type=Path, help="name=true|false lines")
-    p.add_argument("--permissive", action="store_true")
-    p.add_argument("--cache-context", help="the cache object's context")
+                   default="auto", help="security server: the kernel's "
+                   "SELinux, the bundled policy in userspace, or none")
+    p.add_argument("--policy", type=Path,
+                   help="binary policy file (default: the bundled one)")
+    p.add_argument("--booleans", type=Path,
+                   help="name=true|false lines")
+    p.add_argument("--permissive", action="store_true",
+                   help="log each denial once, then allow")
+    p.add_argument("--cache-context",
+                   help="the cache object's context (default: the daemon's "
+                        "own on SELinux, else "
+                        "system_u:system_r:securecache_t:s0)")
     p.add_argument("--peer-contexts", type=Path,
-                   help="KIND MATCH CONTEXT lines (default: bundled)")
+                   help="KIND MATCH CONTEXT lines (default: bundled "
+                        "policy/peer_contexts)")
     p.add_argument("--default-client-context",
-                   help="context of clients that peer_contexts does not map")
+                   help="context of clients that peer_contexts does not map "
+                        "(default: refuse them)")
     p.add_argument("--audit-log", default="stderr",
                    help="stderr, syslog or a file path")
     p.set_defaults(func=serve)
@@ -90,7 +137,9 @@ def _serve_parser(sub) -> None:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="securecache", description=__doc__)
-    top.add_argument("--version", action="version", version=__version__)
+    top.add_argument("--version", action="version",
+                     version=f"securecache {__version__} (memcached "
+                             f"{MEMCACHED_VERSION} protocol)")
     sub = top.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     tools_cli.add_commands(sub)   # dump restore check relabel stats policy
@@ -99,24 +148,64 @@ def parser() -> argparse.ArgumentParser:
 
 def serve(args) -> int:
     """Open storage and the security server, then serve until stopped."""
-    from .engine import Engine
-    from .engine.auth import AuthFileError, Users
-    from .security import SecurityError, open_mac, peer
-    from .server.app import Listen, Server, run
+    from .server.app import Server, run
     from .server.workers import Supervisor
-    from .storage import Storage, StorageError
 
+    log = _logging(args)
+    problem = _refusal(args)
+    if problem is not None:
+        message, status = problem
+        print(message, file=sys.stderr)
+        return status
+    if args.enable_largepages:
+        log.info("-L: the LMDB map is paged by the kernel; huge pages "
+                 "apply as the host's transparent huge pages are set")
+    opened = _open(args, log)
+    if opened is None:
+        return 1
+    mac, identity, context_for_user, users, open_storage = opened
+    if mac.warning:
+        log.warning("%s", mac.warning)
+    log.info("mac=%s enforcing=%s cache context %s", mac.mode,
+             mac.enforcing, mac.cache_context)
+    listen = _listen(args, users)
+
+    def make_engine(storage):
+        engine = _engine(args, storage, mac, users)
+        engine.context_for_user = context_for_user
+        return engine
+
+    with _pidfile(args.pidfile):
+        if args.threads == 1:
+            return run(Server(make_engine(open_storage()), identity, listen))
+
+        def serve_worker(sockets, shared, slot):
+            # After the fork: this worker's own LMDB environment.
+            return run(Server(make_engine(open_storage()), identity, listen,
+                              sockets=sockets, shared=shared,
+                              threads=args.threads))
+        return Supervisor(args.threads, serve_worker, listen).run()
+
+
+def _logging(args) -> logging.Logger:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose > 1 else logging.INFO,
         format="securecache[%(process)d]: %(message)s", stream=sys.stderr)
-    log = logging.getLogger("securecache")
-    if args.udp_port:
-        log.error("UDP is not served; use -U 0 (the default)")
-        return 2
-    if args.enable_sasl and not args.auth_file:
-        log.error("-S needs -Y FILE: SASL PLAIN checks users of the auth file")
-        return 2
+    if args.verbose > 2:            # -vvv: the event loop's debug mode too
+        os.environ["PYTHONASYNCIODEBUG"] = "1"
+        logging.getLogger("asyncio").setLevel(logging.DEBUG)
+    return logging.getLogger("securecache")
+
+
+def _open(args, log):
+    """The security server, who the clients are, the users and a way to
+    open the storage (checked once here); None after logging why not."""
+    from .engine.auth import AuthFileError, Users
+    from .security import SecurityError, open_mac, peer
+    from .storage import Storage, StorageError
     try:
+        if args.threads < 1:
+            raise ValueError("-t needs at least 1 worker")
         mac = open_mac(mode=args.mac, policy=args.policy,
                        booleans=args.booleans, permissive=args.permissive,
                        cache_context=args.cache_context, audit=args.audit_log)
@@ -124,42 +213,15 @@ def serve(args) -> int:
         default = mac.canonical(args.default_client_context) \
             if args.default_client_context else None
         users = Users.load(args.auth_file) if args.auth_file else None
-        if args.threads < 1:
-            raise ValueError("-t needs at least 1 worker")
         open_storage = lambda: Storage(  # noqa: E731
             args.data_dir, map_size=args.memory_limit << 20,
             durability=args.durability)
-        if args.threads > 1:
-            open_storage().close()    # refuse a bad directory before forking
-        storage = open_storage() if args.threads == 1 else None
+        open_storage().close()       # a bad directory is refused here
     except (StorageError, SecurityError, AuthFileError, OSError,
             ValueError) as error:
         log.error("%s", error)
-        return 1
-    if mac.warning:
-        log.warning("%s", mac.warning)
-    log.info("mac=%s enforcing=%s cache context %s", mac.mode,
-             mac.enforcing, mac.cache_context)
+        return None
 
-    def make_engine(storage):
-        engine = Engine(storage, mac, max_item_size=args.max_item_size,
-                        evictions=not args.disable_evictions,
-                        version=f"{MEMCACHED_VERSION}-securecache-{__version__}",
-                        shutdown_enabled=args.enable_shutdown)
-        engine.verbosity = args.verbose
-        engine.users = users
-        engine.settings = [("maxconns", args.conn_limit),
-                           ("tcpport", args.port), ("udpport", 0),
-                           ("inter", args.listen),
-                           ("domain_socket", args.unix_socket or "NULL"),
-                           ("umask", f"{args.unix_mask:o}")]
-        engine.context_for_user = context_for_user
-        return engine
-    listen = Listen(addresses=args.listen.split(",") if args.port else [],
-                    port=args.port, unix_path=args.unix_socket,
-                    unix_mask=args.unix_mask, max_connections=args.conn_limit,
-                    idle_timeout=args.idle_timeout, auth=users is not None,
-                    sync_interval=args.sync_interval / 1000)
     def identity(sock):
         try:
             facts = peer.facts(sock)
@@ -171,16 +233,82 @@ def serve(args) -> int:
     def context_for_user(session, user):
         return peer.resolve(contexts, default=default, user=user,
                             **session.facts)
+    return mac, identity, context_for_user, users, open_storage
 
-    if args.threads == 1:
-        return run(Server(make_engine(storage), identity, listen))
 
-    def serve_worker(sockets, shared, slot):
-        # After the fork: this worker's own LMDB environment.
-        server = Server(make_engine(open_storage()), identity, listen,
-                        sockets=sockets, shared=shared, threads=args.threads)
-        return run(server)
-    return Supervisor(args.threads, serve_worker, listen).run()
+def _engine(args, storage, mac, users):
+    from .engine import Engine
+    engine = Engine(storage, mac, max_item_size=args.max_item_size,
+                    evictions=not args.disable_evictions,
+                    version=MEMCACHED_VERSION,    # clients parse 1.6.18
+                    shutdown_enabled=args.enable_shutdown)
+    engine.verbosity = args.verbose
+    engine.users = users
+    engine.tunables = _tunables(args)
+    engine.settings = [("maxconns", args.conn_limit),
+                       ("tcpport", args.port), ("udpport", 0),
+                       ("inter", args.listen),
+                       ("domain_socket", args.unix_socket or "NULL"),
+                       ("umask", f"{args.unix_mask:o}"),
+                       ("binding_protocol", args.protocol),
+                       ("tcp_backlog", args.listen_backlog),
+                       ("idle_timeout", args.idle_timeout),
+                       ("num_threads", args.threads)]
+    return engine
+
+
+def _listen(args, users):
+    from .server.app import Listen
+    return Listen(addresses=args.addresses if args.port else [],
+                  port=args.port, unix_path=args.unix_socket,
+                  unix_mask=args.unix_mask, max_connections=args.conn_limit,
+                  idle_timeout=args.idle_timeout, auth=users is not None,
+                  sync_interval=args.sync_interval / 1000,
+                  protocol=args.protocol, backlog=args.listen_backlog)
+
+
+def _refusal(args) -> tuple[str, int] | None:
+    """Why these settings cannot run (memcached's sentence and exit status
+    where it has them) and the exit status, or None; also applies -o and
+    -l to ``args``."""
+    if args.udp_port:
+        return "UDP is not served; use -U 0 (the default)", 2
+    if args.enable_sasl and not args.auth_file:
+        return "-S needs -Y FILE: SASL PLAIN checks users of the auth file", 2
+    if args.max_item_size > (args.memory_limit << 20) // 2:
+        return ("Cannot set item size limit higher than 1/2 of memory max.",
+                EX_USAGE)
+    try:
+        args.options = extended(args.extended or [])
+        args.addresses, args.port = listen_addresses(args.listen, args.port)
+    except ValueError as error:
+        return str(error), 2
+    args.idle_timeout = args.options.get("idle_timeout", args.idle_timeout)
+    return None
+
+
+def _tunables(args):
+    from .engine.detail import Tunables
+    return Tunables(max_limit=args.memory_limit << 20,
+                    delimiter=(args.prefix_delimiter or ":").encode("latin-1"),
+                    cas_enabled=not args.disable_cas,
+                    detail=args.prefix_delimiter is not None,
+                    slab_automove=args.options.get("slab_automove", 1),
+                    reqs_per_event=args.max_reqs_per_event,
+                    flush_enabled=not args.disable_flush_all,
+                    dump_enabled=not args.disable_dumping)
+
+
+@contextlib.contextmanager
+def _pidfile(path: str | None):
+    """-P: the pid in a file while serving."""
+    if path:
+        Path(path).write_text(f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        if path:
+            Path(path).unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

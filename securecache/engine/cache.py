@@ -12,11 +12,16 @@ from __future__ import annotations
 from ..protocol import events as ev
 from ..protocol.events import Status
 from ..storage import Record
+from . import admin
+from .detail import tunables
 from .items import item, live
 
 
 def flush_all(op, request: ev.FlushAll):
-    """flush_all [delay]: kv_cache:flush, then every item the client may remove."""
+    """flush_all [delay]: kv_cache:flush, then every item the client may
+    remove (unless the server was started with -F)."""
+    if not tunables(op.engine).flush_enabled:
+        return ev.Disabled("flush_all")
     op.access.require_cache(op.session, "flush")      # kv_cache:flush
     op.counters["cmd_flush"] += 1
     if request.delay > 0:
@@ -68,17 +73,25 @@ def quit_(op, request: ev.Quit):
 
 
 def shutdown(op, request: ev.Shutdown):
-    """shutdown: only with the server's -A, and kv_cache:setattr."""
+    """shutdown [graceful]: only with the server's -A, and kv_cache:setattr;
+    as memcached, the connection closes without a reply."""
     if not op.engine.shutdown_enabled:
-        return ev.ClientError("shutdown not enabled")
+        return ev.Disabled("shutdown")
+    if not request.valid:
+        return ev.ClientError("invalid shutdown mode")
     op.access.require_cache(op.session, "setattr")        # kv_cache:setattr
     op.engine.shutdown_requested = True
-    return Status.OK
+    return ev.Close()
 
 
 def metadump(op, request: ev.MetaDump):
-    """lru_crawler metadump: keys the client may getattr, in key order."""
+    """lru_crawler metadump: keys the client may getattr, in key order
+    (unless the server was started with -X)."""
+    if not tunables(op.engine).dump_enabled:
+        return ev.Disabled("metadump")
     items = []
+    if request.classes is not None and 1 not in request.classes:
+        return ev.KeyList(items, op.now)        # every item is in class 1
     for key, record in op.txn.scan(request.prefix):
         # kv_item:getattr per key; hidden keys are simply not listed.
         if record.expired(op.now) or not op.allowed(record, "getattr", key,
@@ -144,4 +157,5 @@ HANDLERS = {
     ev.GetLabel: getlabel,
     ev.CreateLabel: createlabel,
     ev.WhoAmI: whoami,
+    **admin.HANDLERS,
 }

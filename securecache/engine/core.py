@@ -54,7 +54,7 @@ HANDLERS = {**items.HANDLERS, **cache.HANDLERS,
             ev.Authenticate: auth.authenticate,
             ev.Mechanisms: auth.mechanisms}
 WRITES = frozenset((ev.Store, ev.Delete, ev.Arith, ev.Touch, ev.FlushAll,
-                    ev.Relabel))
+                    ev.Relabel, ev.Oversized, ev.Crawl))   # these two may delete
 WRITE = object()
 """``read``'s answer for a request that belongs to the write lane."""
 SWEEP_BATCH = 1000
@@ -237,8 +237,11 @@ class Engine:
                 self._usage() > limit
             return effects
         self.reclaim_expired(None, counters)
+        # A limit too small for a batch of the largest items evicts one by
+        # one, so that a store never evicts the item it stored.
+        batch = EVICT_BATCH if limit >= EVICT_BATCH * self.max_item_size else 1
         while self._usage() > limit * LOW_WATER and \
-                self.evict(EVICT_BATCH, counters):
+                self.evict(batch, counters):
             pass
         return effects
 

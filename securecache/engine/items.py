@@ -14,6 +14,7 @@ from ..protocol import events as ev
 from ..protocol.events import Status, StoreMode
 from ..storage import (EXPIRED, STALE, TOKEN_SENT, Record,
                        absolute_exptime)
+from . import detail
 from .access import AccessDenied
 from .op import wants_token
 
@@ -36,10 +37,16 @@ def item(op, key: bytes, record: Record, with_value: bool,
     The value is the stored bytes as they are (a view into a read
     snapshot): the codec copies it once, into the reply."""
     shown = ev.Item(key, record.flags, record.value if with_value else None,
-                    record.cas, record.exptime, len(record.value))
+                    shown_cas(op, record.cas), record.exptime,
+                    len(record.value))
     if history:
         shown.fetched, shown.last_access = op.seen(key, record)
     return shown
+
+
+def shown_cas(op, cas: int) -> int:
+    """The cas a client sees: 0 with CAS disabled (-C), as memcached."""
+    return cas if detail.tunables(op.engine).cas_enabled else 0
 
 
 def get(op, request: ev.Get) -> ev.Values:
@@ -56,31 +63,38 @@ def get(op, request: ev.Get) -> ev.Values:
             op.need_write()
     perm = "read" if request.value else "getattr"
     name = "get" if request.touch is None else "touch"
+    per_prefix = detail.tunables(op.engine).detail
     items = []
     for index, key in enumerate(keys):
         record = live(op, key) if records is None else records[index]
         if record is None and request.vivify is not None:
-            op.count(name, False)
+            _count_get(op, name, key, False, per_prefix)
             items += _vivify(op, key, request)
             continue
         # kv_item:read (getattr for metadata only): a denial is a miss,
         # and is counted as one.
         if record is None or not op.allowed(record, perm, key):
-            op.count(name, False)
+            _count_get(op, name, key, False, per_prefix)
             continue
         if request.touch is not None:
             # kv_item:setattr to change the expiry (gat): a denial is a miss.
             if not op.allowed(record, "setattr", key):
-                op.count(name, False)
+                _count_get(op, name, key, False, per_prefix)
                 continue
             record = _retime(op, key, record, request.touch)
-        op.count(name, True)
+        _count_get(op, name, key, True, per_prefix)
         shown = item(op, key, record, request.value, request.history)
         _recache_token(op, key, record, request.recache, shown)
         items.append(shown)
         if request.bump:
             op.fetched(key)
     return ev.Values(items)
+
+
+def _count_get(op, name: str, key: bytes, hit: bool, per_prefix: bool):
+    op.count(name, hit)
+    if per_prefix:                    # stats detail on
+        detail.record(op, "get", key, hit)
 
 
 def _recache_token(op, key: bytes, record: Record, recache: int | None,
@@ -135,7 +149,7 @@ def touch(op, request: ev.Touch):
         return Status.NOT_FOUND
     op.require(record, "setattr", request.key)        # kv_item:setattr
     record = _retime(op, request.key, record, request.exptime)
-    return ev.Done(Status.TOUCHED, record.cas, record.flags)
+    return ev.Done(Status.TOUCHED, shown_cas(op, record.cas), record.flags)
 
 
 def store(op, request: ev.Store):
@@ -143,6 +157,7 @@ def store(op, request: ev.Store):
     key = request.key
     record = live(op, key)
     op.count("set", True)
+    detail.record(op, "set", key)
     outcome = STORE_RULES[request.mode](op, request, record)
     if outcome is not None:
         return outcome
@@ -154,7 +169,9 @@ def store(op, request: ev.Store):
         label_id = record.label_id
         flags, exptime, value = _merged(op, request, record)
         if _invalidating(request, record):
-            state = record.state | STALE      # ms I with an older cas
+            # ms I with an older cas: stale again, TTL and token kept
+            state = record.state | STALE
+            exptime = record.exptime
     return _write(op, request, key, record, Record(
         label_id, flags, 0, op.now, request.new_cas, value, state), exptime)
 
@@ -177,7 +194,7 @@ def _write(op, request, key, old, record, exptime):
     op.txn.put(key, record, old)
     op.stored(key)
     op.counters["total_items"] += 1
-    return ev.Done(Status.STORED, record.cas, record.flags)
+    return ev.Done(Status.STORED, shown_cas(op, record.cas), record.flags)
 
 
 def _creatable(op, key: bytes) -> int:
@@ -234,7 +251,10 @@ def _rule_cas(op, request, record):
         return Status.NOT_FOUND
     # kv_item:write, checked before the compare so a mismatch leaks nothing.
     op.require(record, "write", request.key)
-    if record.cas != request.cas and not _invalidating(request, record):
+    # with CAS disabled (-C) no cas matches, as in memcached
+    matches = record.cas == request.cas and \
+        detail.tunables(op.engine).cas_enabled
+    if not matches and not _invalidating(request, record):
         op.counters["cas_badval"] += 1
         return Status.EXISTS
     op.counters["cas_hits"] += 1
@@ -255,6 +275,7 @@ def delete(op, request: ev.Delete):
     """delete, md: remove an item the client may remove."""
     record = live(op, request.key)
     op.count("delete", record is not None)
+    detail.record(op, "del", request.key)
     if record is None:
         return Status.NOT_FOUND
     op.require(record, "remove", request.key)         # kv_item:remove
@@ -309,7 +330,7 @@ def arith(op, request: ev.Arith):
         return ev.Number(value, 0, exptime=0)
     new = op.txn.put(key, Record(record.label_id, record.flags,
                                  exptime, op.now, 0, digits), record)
-    return ev.Number(value, new.cas, exptime=exptime)
+    return ev.Number(value, shown_cas(op, new.cas), exptime=exptime)
 
 
 def _autocreate(op, request: ev.Arith):
@@ -324,7 +345,8 @@ def _autocreate(op, request: ev.Arith):
     new = op.txn.put(request.key, Record(
         label_id, 0, absolute, op.now, 0, b"%d" % request.initial), None)
     op.counters["total_items"] += 1
-    return ev.Number(request.initial, new.cas, created=True, exptime=absolute)
+    return ev.Number(request.initial, shown_cas(op, new.cas), created=True,
+                     exptime=absolute)
 
 
 def _number(value) -> int | None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 
+from .. import __version__
+from .detail import tunables
+
 COMMANDS = ("get", "delete", "incr", "decr", "touch")
 COUNTERS = ("cas_misses", "cas_hits", "cas_badval", "auth_cmds",
             "auth_errors")
@@ -22,6 +25,7 @@ def general(engine, op) -> list:
     c = engine.daemon_totals()
     rows = [("pid", os.getpid()), ("uptime", op.now - engine.started),
             ("time", op.now), ("version", engine.version),
+            ("securecache_version", __version__),
             ("pointer_size", 64),
             ("rusage_user", f"{c['rusage_user_us'] / 1e6:.6f}"),
             ("rusage_system", f"{c['rusage_system_us'] / 1e6:.6f}")]
@@ -52,26 +56,67 @@ def settings(engine, op) -> list:
             ("durability", engine.storage.durability),
             ("data_dir", str(engine.storage.path)),
             ("shutdown_command", "yes" if engine.shutdown_enabled else "no"),
-            ("cas_enabled", "yes"), *engine.settings,
+            *tuned(engine), *engine.settings,
             ("mac_mode", mac["mac_mode"]), ("enforcing", mac["enforcing"])]
 
 
+SLAB_COUNTERS = (("get_hits", "get_hits"), ("cmd_set", "set_hits"),
+                 ("delete_hits", "delete_hits"), ("incr_hits", "incr_hits"),
+                 ("decr_hits", "decr_hits"), ("cas_hits", "cas_hits"),
+                 ("cas_badval", "cas_badval"), ("touch_hits", "touch_hits"))
+MIB = 1 << 20
+
+
 def items(engine, op) -> list:
+    """One class (1) holds every item; LRU segments do not apply (0)."""
+    count = op.txn.count()
+    if not count:
+        return []
     oldest = op.txn.oldest_keys(1)
     record = op.txn.get(oldest[0]) if oldest else None
+    info = engine.storage.info(op.txn)
     c = engine.counters
-    return [("items:1:number", op.txn.count()),
-            ("items:1:age", op.now - record.mtime if record else 0),
-            ("items:1:evicted", c["evictions"]),
-            ("items:1:outofmemory", c["outofmemory"]),
-            ("items:1:reclaimed", c["reclaimed"])]
+    rows = [("number", count), ("number_hot", 0), ("number_warm", 0),
+            ("number_cold", count), ("age_hot", 0), ("age_warm", 0),
+            ("age", op.now - record.mtime if record else 0),
+            ("mem_requested", info["bytes"]), ("evicted", c["evictions"]),
+            ("evicted_nonzero", 0), ("evicted_time", 0),
+            ("outofmemory", c["outofmemory"]), ("tailrepairs", 0),
+            ("reclaimed", c["reclaimed"]), ("expired_unfetched", 0),
+            ("evicted_unfetched", 0), ("evicted_active", 0),
+            ("crawler_reclaimed", c["crawler_reclaimed"]),
+            ("crawler_items_checked", 0), ("lrutail_reflocked", 0)]
+    return [(f"items:1:{name}", value) for name, value in rows]
 
 
 def slabs(engine, op) -> list:
+    """memcached's slab rows for the one class: a "page" is a megabyte of
+    LMDB pages in use, a "chunk" room for one item of the largest size."""
     info = engine.storage.info(op.txn)
-    return [("1:chunk_size", engine.max_item_size),
-            ("1:used_chunks", op.txn.count()),
-            ("active_slabs", 1), ("total_malloced", info["bytes"])]
+    count = op.txn.count()
+    if not count:
+        return [("active_slabs", 0), ("total_malloced", 0)]
+    total = max(info["limit_maxbytes"] // engine.max_item_size, count)
+    c = engine.counters
+    rows = [("chunk_size", engine.max_item_size), ("chunks_per_page",
+            max(MIB // engine.max_item_size, 1)),
+            ("total_pages", -(-info["bytes"] // MIB)),
+            ("total_chunks", total), ("used_chunks", count),
+            ("free_chunks", total - count), ("free_chunks_end", 0)]
+    rows += [(name, c[counter]) for name, counter in SLAB_COUNTERS]
+    return [(f"1:{name}", value) for name, value in rows] + [
+        ("active_slabs", 1), ("total_malloced", info["bytes"])]
+
+
+def tuned(engine) -> list:
+    """The run-time settings (``lru mode``, ``slabs automove``, ...)."""
+    t = tunables(engine)
+    return [("detail_enabled", "yes" if t.detail else "no"),
+            ("stat_key_prefix", t.delimiter.decode("latin-1")),
+            ("cas_enabled", "yes" if t.cas_enabled else "no"),
+            ("lru_segmented", "yes" if t.lru_segmented else "no"),
+            ("slab_automove", t.slab_automove),
+            ("reqs_per_event", t.reqs_per_event)]
 
 
 GROUPS = {
@@ -80,4 +125,6 @@ GROUPS = {
     "items": items,
     "slabs": slabs,
     "conns": lambda engine, op: engine.server_stats("conns"),
+    "sizes": lambda engine, op: [("sizes_status", "disabled")],
+    "extstore": lambda engine, op: [],       # no extstore: memcached's answer
 }

@@ -208,10 +208,14 @@ def _flush(op, h, extras, key, value):
     return ev.FlushAll(struct.unpack(">I", extras)[0] if extras else 0)
 
 
-STAT_GROUPS = frozenset((b"", b"settings", b"items", b"slabs", b"reset"))
+STAT_GROUPS = frozenset((b"", b"settings", b"items", b"slabs", b"reset",
+                         b"sizes"))
+DETAIL = {b"detail on": "on", b"detail off": "off", b"detail dump": "dump"}
 
 
 def _stat(op, h, extras, key, value):
+    if key in DETAIL:
+        return ev.Detail(DETAIL[key])
     if key not in STAT_GROUPS:
         raise ProtocolError(error_packet(_tag(op, h), St.KEY_ENOENT))
     return ev.Stats(key.decode("ascii"))
@@ -295,6 +299,7 @@ class BinaryCodec:
         self._buffer = bytearray()
         self._header: Header | None = None
         self._skip: _Skip | None = None
+        self._oversized = False
         self.closed = False
         self.must_close = False
         """Set by ``send`` when the reply it rendered ends the connection."""
@@ -348,7 +353,8 @@ class BinaryCodec:
             self._close(error_packet(tag, St.EINVAL))
         if spec.base in WITH_VALUE and (
                 h.bodylen - h.keylen - h.extlen > self.max_item_size):
-            self._fail_and_skip(h, error_packet(tag, St.E2BIG))
+            self._oversized = True      # read the key, skip the value
+            return
         if h.bodylen > self.max_body:
             self._close(error_packet(tag, St.E2BIG))
 
@@ -363,6 +369,8 @@ class BinaryCodec:
 
     def _body(self):
         h = self._header
+        if self._oversized:
+            return self._oversized_body(h)
         if len(self._buffer) < h.bodylen:
             return NEED_DATA
         body = bytes(self._buffer[:h.bodylen])
@@ -375,6 +383,20 @@ class BinaryCodec:
                                                              + len(key):])
         request.tag = _tag(h.opcode, h)
         return request
+
+    def _oversized_body(self, h: Header):
+        """A value over -I: the key is read, the value skipped unbuffered;
+        memcached's SET (not SETQ, nor the other stores) also drops the
+        item it would have replaced."""
+        head = h.extlen + h.keylen
+        if len(self._buffer) < head:
+            return NEED_DATA
+        key = bytes(self._buffer[h.extlen:head])
+        del self._buffer[:head]
+        self._header, self._oversized = None, False
+        self._skip = _Skip(h.bodylen - head)
+        return ev.Oversized(key, drop=h.opcode == Op.SET,
+                            tag=_tag(h.opcode, h))
 
     # ----------------------------------------------------------- output
     def send(self, request, reply) -> bytes:
@@ -475,4 +497,10 @@ WRITERS: dict[type, Callable] = {
     ev.ServerError: _write_server_error,
     ev.ClientError: _write_client_error,
     ev.Close: lambda request, reply, tag: _success(tag),
+    ev.TooLarge: lambda request, reply, tag: error_packet(tag, St.E2BIG),
+    # FLUSH with -F: memcached answers an auth error
+    ev.Disabled: lambda request, reply, tag: error_packet(tag, St.AUTH_ERROR),
+    ev.DetailDump: lambda request, reply, tag: packet(
+        tag.opcode, 0, tag.opaque, key=b"detailed",
+        value=reply.text()) + packet(tag.opcode, 0, tag.opaque),
 }

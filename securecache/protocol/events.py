@@ -78,6 +78,20 @@ class Store:
 
 
 @dataclass(slots=True)
+class Oversized:
+    """A store whose value is over ``-I``: refused, its data swallowed.
+
+    memcached also removes the item a ``set`` (any ``ms``, binary SET)
+    would have overwritten, so that a stale value is not served after a
+    failed overwrite; ``drop`` says whether this request does that.
+    """
+
+    key: bytes
+    drop: bool = True
+    tag: Any = None
+
+
+@dataclass(slots=True)
 class Delete:
     """delete, md, binary DELETE; ``cas`` non-zero makes it conditional."""
 
@@ -161,14 +175,65 @@ class Quit:
 class Shutdown:
     """shutdown [graceful]: needs the server option and ``kv_cache:setattr``."""
 
+    graceful: bool = False
+    valid: bool = True              # the mode was "" or "graceful"
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class CacheDump:
+    """stats cachedump CLASS LIMIT: keys the client may ``getattr``
+    (every item is in class 1; ``limit`` 0 lists them all)."""
+
+    slab_class: int
+    limit: int
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class MemLimit:
+    """cache_memlimit MEGABYTES: the ``-m`` limit at run time
+    (``kv_cache:setattr``)."""
+
+    megabytes: int
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class Detail:
+    """stats detail on|off|dump: per-prefix counts (``on``/``off`` need
+    ``kv_cache:setattr``, ``dump`` ``kv_cache:getattr``)."""
+
+    action: str
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class Crawl:
+    """lru_crawler crawl CLASSES|all: reclaim expired items now
+    (``kv_cache:setattr``)."""
+
+    tag: Any = None
+
+
+@dataclass(slots=True)
+class Tune:
+    """A run-time setting: ``lru mode``, ``slabs automove``
+    (``kv_cache:setattr``); shown in ``stats settings``."""
+
+    name: str
+    value: object
     tag: Any = None
 
 
 @dataclass(slots=True)
 class MetaDump:
-    """lru_crawler metadump all|PREFIX: keys the client may ``getattr``."""
+    """lru_crawler metadump all|hash|CLASSES|PREFIX: keys the client may
+    ``getattr``; ``classes`` (memcached's slab class list) without class 1,
+    which holds every item, lists nothing."""
 
     prefix: bytes = b""
+    classes: tuple[int, ...] | None = None
     tag: Any = None
 
 
@@ -311,6 +376,48 @@ class KeyList:
 
 
 @dataclass(slots=True)
+class Dump:
+    """stats cachedump lines: key, value length, absolute exptime (0: never)."""
+
+    items: list[Item]
+
+
+@dataclass(slots=True)
+class DetailDump:
+    """stats detail dump: (prefix, gets, hits, sets, deletes) rows."""
+
+    rows: list[tuple[bytes, int, int, int, int]]
+
+    def text(self) -> bytes:
+        """memcached's dump text (binary STAT sends it as one value)."""
+        lines = [b"PREFIX %s get %d hit %d set %d del %d\r\n" % row
+                 for row in self.rows]
+        return b"".join(lines) + b"END\r\n"
+
+
+@dataclass(slots=True)
+class TooLarge:
+    """The value is over the item size limit (``-I``)."""
+
+
+@dataclass(slots=True)
+class Disabled:
+    """A command the server was started without: ``shutdown`` (needs
+    ``-A``), ``flush_all`` (``-F``), ``cachedump``/``metadump`` (``-X``)."""
+
+    command: str
+
+
+@dataclass(slots=True)
+class Refused:
+    """A setting refused with memcached's reason word and sentence
+    (``MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m``)."""
+
+    word: str
+    message: str
+
+
+@dataclass(slots=True)
 class Denied:
     """An access denial (details go to the audit log, never here)."""
 
@@ -341,9 +448,11 @@ class Close:
 
 Request = (Get | Store | Delete | Arith | Touch | FlushAll | Stats | Version
            | Verbosity | Noop | Quit | Shutdown | MetaDump | Relabel
-           | GetLabel | CreateLabel | WhoAmI | Mechanisms | Authenticate)
+           | GetLabel | CreateLabel | WhoAmI | Mechanisms | Authenticate
+           | Oversized | CacheDump | MemLimit | Detail | Crawl | Tune)
 Reply = (Values | Status | Done | Number | StatsReply | VersionReply | Label
-         | KeyList | Denied | AuthFailed | ServerError | ClientError | Close)
+         | KeyList | Dump | DetailDump | TooLarge | Disabled | Refused
+         | Denied | AuthFailed | ServerError | ClientError | Close)
 
 
 class ProtocolError(Exception):

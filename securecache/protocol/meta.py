@@ -21,12 +21,14 @@ framing, so this module only supplies what is meta-specific:
   send) built on ``text.TextCodec``'s framing; the text codec serves meta
   commands itself once its READERS include ours (see the lead's wiring).
 
-Flags memcached accepts but the engine cannot honour yet (mg N/R vivify and
-recache, md I stale marking, ma T touch) are refused with the error an older
-memcached gives for a flag it does not know (``UNSUPPORTED``); return flags
-the engine has no data for (h, l, and c after a successful ms) are left out
-rather than invented. ``E`` (explicit new CAS, memcached >= 1.6.21) is
-accepted on ms only.
+A flag memcached accepts but the engine could not honour would be refused
+with the error an older memcached gives for a flag it does not know
+(``UNSUPPORTED``, empty today); return flags the engine has no data for
+are left out rather than invented. ``E`` (explicit new CAS, memcached >=
+1.6.21) is accepted on ms only. Keys follow the text protocol's rule
+(control bytes other than space and LF are key bytes); an ``ms`` value over
+the item size limit becomes an ``Oversized`` request (memcached drops the
+old item whatever the mode); ``me`` does not count as a fetch.
 
 This module imports nothing of ours but ``events`` and ``text``; ``text`` is
 imported at the bottom so that either module may be imported first.
@@ -234,11 +236,13 @@ def _read_ms(codec, tokens):
         mode = MS_MODES.get(values.get(ord("M"), ord("S")))
         if mode is None:
             raise ProtocolError(BAD_MS_MODE)
-        if length > codec.max_item_size:
-            raise ProtocolError(TOO_LARGE)
     except ProtocolError:
         codec._pending = _text._Swallow(length + 2)
         raise
+    if length > codec.max_item_size:
+        codec._pending = _text._Swallow(length + 2)
+        # memcached drops the item whatever the ms mode
+        return ev.Oversized(tag.key, drop=True, tag=tag)
     return _text._Block(length, _store_builder(values, tag, mode), False)
 
 
@@ -295,7 +299,7 @@ def _read_me(codec, tokens):
         raise ProtocolError(BAD_FORMAT)
     tag = MetaTag(b"me", key, (), False, binary,
                   getattr(codec, "clock", time.time))
-    return ev.Get([key], value=False, tag=tag)
+    return ev.Get([key], value=False, bump=False, tag=tag)  # me: not a fetch
 
 
 def _read_mn(codec, tokens):
@@ -484,6 +488,7 @@ REPLY_WRITERS: dict[type, Callable] = {
     ev.ClientError: lambda request, reply, tag:
         b"CLIENT_ERROR %s\r\n" % reply.message.encode(),
     ev.Close: lambda request, reply, tag: b"",
+    ev.TooLarge: lambda request, reply, tag: TOO_LARGE,
 }
 
 
@@ -525,7 +530,7 @@ class MetaCodec(_text.TextCodec):
         del self._buffer[:end + 1]
         if len(line) > _text.MAX_LINE:
             self._close(_text.LINE_TOO_LONG)
-        tokens = line.split()
+        tokens = _text.tokens_of(line)
         reader = READERS.get(tokens[0]) if tokens else None
         if reader is None:
             raise ProtocolError(ERROR)

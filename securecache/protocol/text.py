@@ -11,14 +11,19 @@ so the caller answers the error and keeps calling ``next_event``.
 ``send(request, reply)`` renders a reply, honouring ``noreply``.
 
 The error words and the resynchronisation rules were measured against
-memcached 1.6.18: a bad command line is refused without reading a data
-block (the block is then parsed as a command), an oversized block is
-swallowed, a block without its terminating CRLF is refused after reading
-exactly the announced length plus two, and a line longer than
-``MAX_LINE`` without a newline closes the connection unless it is a
-retrieval command, whose lines may be up to ``MAX_GET_LINE``.
+memcached 1.6.18: only spaces separate tokens and a NUL ends the line (so
+other control bytes belong to keys); a bad command line is refused without
+reading a data block (the block is then parsed as a command); an oversized
+block is swallowed and becomes an ``Oversized`` request (the engine drops
+the item a ``set`` would have replaced); a block without its terminating
+CRLF is refused after reading exactly the announced length plus two; an
+HTTP request line closes the connection without a reply; and a line longer
+than ``MAX_LINE`` without a newline closes the connection unless it is a
+retrieval command, whose lines may be up to ``MAX_GET_LINE``. memcached's
+operator commands are read by ``textadmin``.
 
-This module imports nothing of ours but ``events``.
+This module imports nothing of ours but ``events`` (and ``meta``,
+``textadmin``, whose readers share the connection).
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ BAD_LOGIN_TOKENS = b"CLIENT_ERROR bad authentication token format\r\n"
 BAD_LOGIN_TERMINATION = b"CLIENT_ERROR bad command line termination\r\n"
 U32 = (1 << 32) - 1
 U64 = (1 << 64) - 1
+INT_MAX = (1 << 31) - 1
+DELIMITERS = frozenset(b" \n\0")
+COMMAND_INITIALS = frozenset(b"acdefgilmpqrstvw")   # memcached's commands'
 
 
 @dataclass(slots=True)
@@ -78,8 +86,22 @@ class _Swallow:
 
 
 def valid_key(key: bytes) -> bool:
-    """1..250 bytes, no control characters (spaces never reach here)."""
-    return 0 < len(key) <= KEY_MAX and not any(b < 33 or b == 127 for b in key)
+    """1..250 bytes. As in memcached, only space, LF (and NUL, where C
+    strings end) delimit: other control bytes are part of the key."""
+    return 0 < len(key) <= KEY_MAX and not any(b in DELIMITERS for b in key)
+
+
+def tokens_of(line: bytes) -> list[bytes]:
+    """memcached's tokenizer: a NUL ends the line, only spaces separate."""
+    return [t for t in line.split(b"\0", 1)[0].split(b" ") if t]
+
+
+def is_http(tokens: list[bytes]) -> bool:
+    """An HTTP request line on the memcached port: memcached hangs up
+    without a reply when an unknown command (of two or more bytes, not
+    starting like one of its commands) ends in an ``HTTP/`` token."""
+    return (len(tokens) > 1 and tokens[-1].startswith(b"HTTP/")
+            and len(tokens[0]) > 1 and tokens[0][0] not in COMMAND_INITIALS)
 
 
 def _uint(token: bytes, limit: int, error: bytes) -> int:
@@ -179,7 +201,7 @@ class TextCodec:
         del buffer[:end + 1]
         if line.endswith(b"\r"):
             line = line[:-1]
-        tokens = line.split()
+        tokens = tokens_of(line)
         if len(line) > MAX_LINE and not (tokens and tokens[0] in RETRIEVALS
                                          and len(line) <= MAX_GET_LINE):
             self._close(LINE_TOO_LONG)
@@ -188,6 +210,8 @@ class TextCodec:
         else:
             reader = READERS.get(tokens[0]) if tokens else None
         if reader is None:
+            if is_http(tokens):
+                self._close(b"")
             raise ProtocolError(ERROR)
         result = reader(self, tokens)
         if isinstance(result, _Block):
@@ -239,14 +263,16 @@ class TextCodec:
             exptime = _int(tokens[3], BAD_FORMAT)
             length = _int(tokens[4], BAD_FORMAT)
             cas = _uint(tokens[5], U64, BAD_FORMAT) if is_cas else 0
-            if length < 0:
+            if not 0 <= length <= INT_MAX - 2:    # memcached: vlen + 2 fits
                 raise ProtocolError(BAD_FORMAT)
         except ProtocolError as error:
             raise ProtocolError(b"" if noreply else error.reply) from None
+        mode = STORE_MODES[tokens[0]]
         if length > self.max_item_size:
             self._pending = _Swallow(length + 2)
-            raise ProtocolError(b"" if noreply else TOO_LARGE)
-        mode = STORE_MODES[tokens[0]]
+            # memcached drops the item a failed set would have replaced
+            return ev.Oversized(key, drop=mode is ev.StoreMode.SET,
+                                tag=noreply)
 
         def finish(data: bytes) -> ev.Store:
             return ev.Store(mode, key, flags, exptime, data, cas=cas,
@@ -313,6 +339,9 @@ class TextCodec:
 
     def _read_stats(self, tokens):
         group = tokens[1].decode("ascii", "replace") if len(tokens) > 1 else ""
+        special = _admin.STATS_SPECIAL.get(group)
+        if special is not None:
+            return special(tokens)
         if group not in STATS_GROUPS:
             raise ProtocolError(ERROR)
         return ev.Stats(group)
@@ -331,13 +360,9 @@ class TextCodec:
         return ev.Quit()
 
     def _read_shutdown(self, tokens):
-        return ev.Shutdown()
-
-    def _read_lru_crawler(self, tokens):
-        if len(tokens) != 3 or tokens[1] != b"metadump":
-            raise ProtocolError(ERROR)
-        prefix = b"" if tokens[2] == b"all" else tokens[2]
-        return ev.MetaDump(prefix)
+        mode = tokens[1:]
+        return ev.Shutdown(graceful=mode == [b"graceful"],
+                           valid=mode in ([], [b"graceful"]))
 
     def _read_relabel(self, tokens):
         if len(tokens) not in (3, 4):
@@ -427,6 +452,12 @@ def _write_keylist(reply: ev.KeyList, tag: int) -> bytes:
     return b"".join(lines)
 
 
+def _write_dump(reply: ev.Dump, tag: int) -> bytes:
+    lines = [b"ITEM %s [%d b; %d s]\r\n" % (item.key, item.size, item.exptime)
+             for item in reply.items]
+    return b"".join(lines) + b"END\r\n"
+
+
 WRITERS: dict[type, Callable] = {
     ev.Values: _write_values,
     ev.Status: lambda r, t: r.value.encode() + b"\r\n",
@@ -441,9 +472,21 @@ WRITERS: dict[type, Callable] = {
     ev.ServerError: lambda r, t: b"SERVER_ERROR %s\r\n" % r.message.encode(),
     ev.ClientError: lambda r, t: b"CLIENT_ERROR %s\r\n" % r.message.encode(),
     ev.Close: lambda r, t: b"",
+    ev.Dump: _write_dump,
+    ev.DetailDump: lambda r, t: r.text(),
+    ev.TooLarge: lambda r, t: TOO_LARGE,
+    ev.Disabled: lambda r, t: DISABLED[r.command],
+    ev.Refused: lambda r, t: b"%s %s\r\n" % (r.word.encode(),
+                                              r.message.encode()),
 }
 
 ALWAYS_SENT = (ev.ServerError, ev.AuthFailed)
+DISABLED = {     # memcached's words for a command its flags turned off
+    "shutdown": b"ERROR: shutdown not enabled\r\n",
+    "flush_all": b"CLIENT_ERROR flush_all not allowed\r\n",
+    "cachedump": b"CLIENT_ERROR stats cachedump not allowed\r\n",
+    "metadump": b"ERROR metadump not allowed\r\n",
+}
 
 STORE_MODES = {
     b"set": ev.StoreMode.SET, b"add": ev.StoreMode.ADD,
@@ -451,7 +494,8 @@ STORE_MODES = {
     b"prepend": ev.StoreMode.PREPEND, b"cas": ev.StoreMode.CAS,
 }
 RETRIEVALS = frozenset((b"get", b"gets", b"gat", b"gats"))
-STATS_GROUPS = frozenset(("", "settings", "items", "slabs", "conns", "reset"))
+STATS_GROUPS = frozenset(("", "settings", "items", "slabs", "conns", "reset",
+                          "sizes", "extstore"))
 
 READERS: dict[bytes, Callable] = {
     b"get": TextCodec._read_get,
@@ -469,12 +513,16 @@ READERS: dict[bytes, Callable] = {
     b"verbosity": TextCodec._read_verbosity,
     b"quit": TextCodec._read_quit,
     b"shutdown": TextCodec._read_shutdown,
-    b"lru_crawler": TextCodec._read_lru_crawler,
     b"relabel": TextCodec._read_relabel,
     b"getlabel": TextCodec._read_getlabel,
     b"createlabel": TextCodec._read_createlabel,
     b"whoami": TextCodec._read_whoami,
 }
+
+# memcached's operator commands (stats cachedump/detail, lru_crawler, ...)
+from . import textadmin as _admin  # noqa: E402
+
+READERS.update(_admin.READERS)
 
 # Meta commands share the text connection (memcached does the same).
 from .meta import READERS as META_READERS  # noqa: E402

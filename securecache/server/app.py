@@ -45,6 +45,8 @@ class Listen:
     auth: bool = False
     idle_timeout: int = 0
     sync_interval: float = 1.0
+    protocol: str = "auto"          # -B: auto (by the first byte), ascii, binary
+    backlog: int = 1024             # -b
 
 
 class Server:

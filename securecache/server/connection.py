@@ -111,7 +111,10 @@ class Connection(asyncio.Protocol):
             if not data:
                 return
             size = self.engine.max_item_size
-            self.codec = BinaryCodec(size) if is_binary(data[0]) else \
+            protocol = self.server.listen.protocol          # -B
+            binary = is_binary(data[0]) if protocol == "auto" else \
+                protocol == "binary"
+            self.codec = BinaryCodec(size) if binary else \
                 TextCodec(size, auth=self.server.listen.auth)
         self.codec.receive_data(data)
         self._walk()
@@ -159,7 +162,7 @@ class Connection(asyncio.Protocol):
                 backlog.clear()
                 self.server.lane.submit(self)
                 break
-            out.append(self.codec.send(entry, reply))
+            out.append(self._render(entry, reply))
             if type(reply) is ev.Close or self.codec.must_close:
                 self._finish(out, close=True)
                 return
@@ -202,7 +205,7 @@ class Connection(asyncio.Protocol):
                     break
                 continue
             reply = next(replies)
-            out.append(self.codec.send(entry, reply))
+            out.append(self._render(entry, reply))
             if type(reply) is ev.Close or self.codec.must_close:
                 self._finish(out, close=True)
                 return
@@ -215,6 +218,12 @@ class Connection(asyncio.Protocol):
         self._finish(out, close=True)
 
     # ----------------------------------------------------------- output
+    def _render(self, entry, reply) -> bytes:
+        data = self.codec.send(entry, reply)
+        if data and log.isEnabledFor(logging.DEBUG):      # -vv: replies
+            log.debug(">%s %r", self.peer, data.split(b"\r\n", 1)[0][:80])
+        return data
+
     def _write(self, data: bytes) -> None:
         if data and self.transport is not None and not self.closing:
             self.server.bytes_written += len(data)

@@ -38,13 +38,15 @@ def bind(listen, workers: int) -> list[list[socket.socket]]:
     unix = _unix_socket(listen) if listen.unix_path else None
     sets = []
     for _ in range(workers):
-        tcp = [_tcp_socket(address, listen.port, reuse_port=workers > 1)
+        tcp = [_tcp_socket(address, listen.port, listen.backlog,
+                           reuse_port=workers > 1)
                for address in listen.addresses]
         sets.append(tcp + ([unix] if unix is not None else []))
     return sets
 
 
-def _tcp_socket(address: str, port: int, reuse_port: bool) -> socket.socket:
+def _tcp_socket(address: str, port: int, backlog: int,
+                reuse_port: bool) -> socket.socket:
     info = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM,
                               flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(info[0], socket.SOCK_STREAM)
@@ -53,7 +55,7 @@ def _tcp_socket(address: str, port: int, reuse_port: bool) -> socket.socket:
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(info[4])
-        sock.listen(1024)
+        sock.listen(backlog)
     except OSError:
         sock.close()
         raise
@@ -71,7 +73,7 @@ def _unix_socket(listen) -> socket.socket:
         sock.bind(path)
     finally:
         os.umask(old)
-    sock.listen(1024)
+    sock.listen(listen.backlog)
     sock.setblocking(False)
     return sock
 

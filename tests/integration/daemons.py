@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -35,25 +34,6 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout=20.0,
     raise RuntimeError(f"daemon did not listen on {port}")
 
 
-def binary_version(port: int) -> bytes:
-    """The version a server on ``port`` gives to a binary VERSION request
-    (allowed before a login, so it works with -Y too); b"" when the
-    connection is refused (a client the policy does not admit)."""
-    data = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(struct.pack(">BBHBBHIIQ", 0x80, 0x0B, 0, 0, 0, 0, 0, 0, 0))
-        try:
-            while len(data) < 24 or len(data) < 24 + struct.unpack_from(
-                    ">I", data, 8)[0]:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        except ConnectionResetError:
-            return b""
-    return data[24:]
-
-
 class Daemon:
     """A securecache serve process on 127.0.0.1, restartable on one directory."""
 
@@ -73,6 +53,8 @@ class Daemon:
 
     def start(self) -> "Daemon":
         for attempt in range(3):
+            self._log_start = self.log_path.stat().st_size \
+                if self.log_path.exists() else 0
             log = open(self.log_path, "ab")
             self.process = subprocess.Popen(self.command(), stdout=log,
                                             stderr=subprocess.STDOUT)
@@ -86,11 +68,19 @@ class Daemon:
                         and attempt < 2):
                     raise
                 self.port = free_port()
-        version = binary_version(self.port)
-        if version and b"securecache" not in version:   # b"": refused by MAC
-            self.kill()
-            raise RuntimeError(f"port {self.port} is not ours: {version!r}")
+        self._wait_ready()
         return self
+
+    def _wait_ready(self, timeout=20.0) -> None:
+        """Our process logged "ready" (its listeners are open): the port
+        that answered is ours. (Our VERSION says 1.6.18, as memcached's.)"""
+        deadline = time.monotonic() + timeout
+        while "ready" not in self.log()[self._log_start:]:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(f"port {self.port} is not ours: "
+                                   f"{self.log()[-500:]}")
+            time.sleep(0.05)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -199,7 +199,8 @@ def test_long_pipeline_is_parsed_in_bounded_steps(daemon):
 
 @pytest.mark.parametrize("durability", ["fsync", "async"])
 def test_full_cache_evicts_and_keeps_serving(tmp_path, durability):
-    d = Daemon(tmp_path, "-m", "1", "--durability", durability).start()
+    d = Daemon(tmp_path, "-m", "1", "-I", "512k",
+               "--durability", durability).start()
     try:
         mc = client(d)
         value = b"x" * 30000
@@ -215,7 +216,7 @@ def test_full_cache_evicts_and_keeps_serving(tmp_path, durability):
 
 
 def test_full_cache_without_evictions_refuses_new_data(tmp_path):
-    d = Daemon(tmp_path, "-m", "1", "-M").start()
+    d = Daemon(tmp_path, "-m", "1", "-I", "512k", "-M").start()
     try:
         raw = Raw(d.port)
         value = b"x" * 30000
@@ -251,6 +252,7 @@ def test_vv_logs_each_request_without_values(tmp_path):
         time.sleep(0.2)
         log = d.log()
         assert "Store secretkey" in log and "Get secretkey" in log
+        assert "b'STORED'" in log and "b'VALUE secretkey 0 6'" in log  # replies
         assert "hunter" not in log
     finally:
         d.kill()

@@ -183,14 +183,20 @@ def test_store_replies(mc, one, setup, data, status):
 
 
 def test_value_too_large_is_skipped_and_the_connection_stays(mc, parse, feed):
+    """The key is read, the value skipped unbuffered; only SET (not SETQ,
+    nor the other stores) drops the old item, as memcached does."""
     small = store(Op.SETQ, b"k", b"12345", opaque=5)
-    too_large = err(packet(Op.SETQ, St.E2BIG, 5, value=b"Too large."))
-    assert parse(small, max_item_size=4) == [too_large]
+    oversized = ev.Oversized(b"k", drop=False, tag=BinTag(Op.SETQ, 5, 0))
+    assert parse(small, max_item_size=4) == [oversized]
+    setop = parse(store(Op.SET, b"k", b"12345"), max_item_size=4)
+    assert setop[0].drop is True
     concat = parse(req(Op.APPEND, b"k", value=b"12345"), max_item_size=4)
-    assert fields(concat[0][1])["status"] == St.E2BIG
+    assert concat[0].drop is False
+    assert fields(send(concat[0], ev.TooLarge()))["status"] == St.E2BIG
     big = store(Op.SETQ, b"k", b"x" * (2 << 20), opaque=5)
     events = feed(BinaryCodec, [big + NOOP])
-    assert events[0] == too_large and events[0][1] == mc(big)
+    assert events[0] == oversized
+    assert send(events[0], ev.TooLarge()) == mc(big)
     assert isinstance(events[1], ev.Noop)
 
 

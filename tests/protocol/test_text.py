@@ -134,7 +134,34 @@ ERROR = ("error", b"ERROR\r\n", False)
     (b"set k -1 0 1\r\na\r\n", [BAD_FORMAT, ERROR]),
     (b"set k 4294967296 0 1\r\na\r\n", [BAD_FORMAT, ERROR]),
     (b"set k 0 0 3x\r\nabc\r\n", [BAD_FORMAT, ERROR]),
-    (b"set a\x01b 0 0 1\r\nx\r\n", [BAD_FORMAT, ERROR]),
+    (b"set k 0 0 4294967295\r\nx\r\n", [BAD_FORMAT, ERROR]),
+    (b"set k 0 0 2147483647\r\nx\r\n", [BAD_FORMAT, ERROR]),
+    (b"set k 0 0 2147483646\r\n", [BAD_FORMAT]),
+    (b"set a\x00b 0 0 1\r\nx\r\n", [ERROR, ERROR]),
+    (b"GET / HTTP/1.0\r\nget k\r\n", [("error", b"", True)]),
+    (b"PUT /a/b HTTP/1.1\r\n", [("error", b"", True)]),
+    (b"DELETE HTTP/1.1\r\n", [("error", b"", True)]),
+    (b"x HTTP/1.1\r\n", [ERROR]),
+    (b"ab HTTP/1.1\r\n", [ERROR]),
+    (b"cache_memlimit\r\n", [ERROR]),
+    (b"cache_memlimit -5\r\n", [ERROR]),
+    (b"stats cachedump\r\n", [("error", b"CLIENT_ERROR bad command line\r\n",
+                                False)]),
+    (b"stats cachedump x 1\r\n", [BAD_FORMAT]),
+    (b"stats cachedump 64 1\r\n", [("error", b"CLIENT_ERROR Illegal slab id"
+                                     b"\r\n", False)]),
+    (b"stats detail\r\n", [("error", b"CLIENT_ERROR usage: stats detail "
+                            b"on|off|dump\r\n", False)]),
+    (b"lru_crawler crawl\r\n", [ERROR]),
+    (b"lru_crawler crawl 0\r\n", [("error", b"BADCLASS invalid class id\r\n",
+                                   False)]),
+    (b"lru_crawler metadump 99\r\n", [("error", b"BADCLASS invalid class id"
+                                       b"\r\n", False)]),
+    (b"lru mode x\r\n", [ERROR]),
+    (b"lru\r\n", [ERROR]),
+    (b"slabs automove 3\r\n", [ERROR]),
+    (b"slabs automove x\r\n", [BAD_FORMAT]),
+    (b"slabs automove\r\n", [ERROR]),
     (b"set k 0 0 1 noreply extra\r\na\r\n", [ERROR, ERROR]),
     (b"set k 0 0\r\n", [ERROR]),
     (b"cas k 0 0 1\r\na\r\n", [ERROR, ERROR]),
@@ -171,10 +198,48 @@ def test_errors_as_memcached(data, expected):
 
 
 def test_oversized_block_is_swallowed():
+    """A typed request (the engine drops the old item for set only)."""
     data = b"set k 0 0 2000\r\n" + b"x" * 2000 + b"\r\nget k\r\n"
     events = each_mode(data, max_item_size=1024)
-    assert events == [("error", b"SERVER_ERROR object too large for cache\r\n",
-                       False), ev.Get([b"k"], history=False, tag=0)]
+    assert events == [ev.Oversized(b"k", drop=True, tag=0),
+                      ev.Get([b"k"], history=False, tag=0)]
+    add = each_mode(b"add k 0 0 2000 noreply\r\n" + b"x" * 2002,
+                    max_item_size=1024)
+    assert add == [ev.Oversized(b"k", drop=False, tag=NOREPLY)]
+    codec = TextCodec()
+    assert codec.send(add[0], ev.TooLarge()) == b""
+    assert codec.send(events[0], ev.TooLarge()) == (
+        b"SERVER_ERROR object too large for cache\r\n")
+
+
+def test_keys_with_control_bytes_as_memcached():
+    """Only space, LF (and NUL) delimit; tab, CR, 0x10 and 0x7f are key bytes."""
+    for key in (b"a\x10b", b"a\x7f", b"a\tb", b"a\rb", b"\x01"):
+        assert each_mode(b"get %s\r\n" % key) == [ev.Get([key], history=False, tag=0)]
+    assert each_mode(b"set a\x01b 0 0 1\r\nx\r\n")[0].key == b"a\x01b"
+
+
+def test_admin_commands_parse():
+    cases = {
+        b"stats cachedump 1 5\r\n": ev.CacheDump(1, 5),
+        b"stats cachedump 1 1 x\r\n": ev.CacheDump(1, 1),
+        b"cache_memlimit 50\r\n": ev.MemLimit(50, tag=0),
+        b"cache_memlimit 50 noreply\r\n": ev.MemLimit(50, tag=NOREPLY),
+        b"stats detail dump\r\n": ev.Detail("dump"),
+        b"stats sizes\r\n": ev.Stats("sizes"),
+        b"stats extstore\r\n": ev.Stats("extstore"),
+        b"lru_crawler crawl 1,2\r\n": ev.Crawl(),
+        b"lru_crawler crawl all\r\n": ev.Crawl(),
+        b"lru_crawler metadump hash\r\n": ev.MetaDump(b""),
+        b"lru_crawler metadump 2\r\n": ev.MetaDump(b"", (2,)),
+        b"lru_crawler metadump user:\r\n": ev.MetaDump(b"user:"),
+        b"lru mode flat\r\n": ev.Tune("lru_segmented", False),
+        b"slabs automove 2\r\n": ev.Tune("slab_automove", 2),
+        b"shutdown graceful\r\n": ev.Shutdown(graceful=True),
+        b"shutdown x\r\n": ev.Shutdown(valid=False),
+    }
+    for data, request in cases.items():
+        assert each_mode(data) == [request], data
 
 
 def test_long_line_without_newline_closes():

@@ -1,0 +1,108 @@
+"""memcached's operator commands on the text protocol, sans-IO.
+
+How this works: readers with ``text.READERS``' calling convention
+(``reader(codec, tokens)``) for ``cache_memlimit``, ``lru_crawler crawl |
+metadump``, ``lru mode``, ``slabs automove``, and the ``stats cachedump`` and
+``stats detail`` forms that ``text``'s stats reader hands over
+(``STATS_SPECIAL``). Each returns a typed request from ``events`` or raises
+``ProtocolError`` with memcached 1.6.18's exact error for that command. The
+slab class arguments follow memcached's rules (1..63); LMDB keeps every item
+in class 1, which the engine applies.
+
+This module imports nothing of ours but ``events``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from . import events as ev
+from .events import ProtocolError
+
+ERROR = b"ERROR\r\n"
+BAD_FORMAT = b"CLIENT_ERROR bad command line format\r\n"
+BAD_CLASS = b"BADCLASS invalid class id\r\n"
+MAX_CLASSES = 64                       # memcached's slab class ids: 1..63
+NOREPLY = 1                            # as text.NOREPLY
+DETAIL_USAGE = b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"
+
+
+def _read_memlimit(codec, tokens):
+    """cache_memlimit MB [noreply]; a missing or signed number is ERROR."""
+    if len(tokens) < 2 or not tokens[1].isdigit():
+        raise ProtocolError(ERROR)
+    noreply = NOREPLY if tokens[2:3] == [b"noreply"] else 0
+    return ev.MemLimit(int(tokens[1]), tag=noreply)
+
+
+def _read_lru_crawler(codec, tokens):
+    """crawl CLASSES|all; metadump all|hash|CLASSES, or (ours) a prefix."""
+    if len(tokens) != 3 or tokens[1] not in (b"metadump", b"crawl"):
+        raise ProtocolError(ERROR)
+    argument = tokens[2]
+    if argument in (b"all", b"hash"):
+        classes = None
+    elif tokens[1] == b"crawl" or argument[:1].isdigit():
+        classes = _classes(argument)
+    else:                                   # ours: a key prefix
+        return ev.MetaDump(argument)
+    if tokens[1] == b"crawl":
+        return ev.Crawl()
+    return ev.MetaDump(b"", classes)
+
+
+def _read_lru(codec, tokens):
+    if len(tokens) < 3 or tokens[1] != b"mode" or \
+            tokens[2] not in (b"flat", b"segmented"):
+        raise ProtocolError(ERROR)
+    return ev.Tune("lru_segmented", tokens[2] == b"segmented")
+
+
+def _read_slabs(codec, tokens):
+    if len(tokens) < 3 or tokens[1] != b"automove":
+        raise ProtocolError(ERROR)
+    if not tokens[2].isdigit():
+        raise ProtocolError(BAD_FORMAT)
+    level = int(tokens[2])
+    if level > 2:
+        raise ProtocolError(ERROR)
+    return ev.Tune("slab_automove", level)
+
+
+def _classes(argument: bytes) -> tuple[int, ...]:
+    """memcached's slab class list ``1,2,...``: each 1..63."""
+    try:
+        classes = tuple(int(part) for part in argument.split(b","))
+    except ValueError:
+        raise ProtocolError(BAD_CLASS) from None
+    if not all(0 < number < MAX_CLASSES for number in classes):
+        raise ProtocolError(BAD_CLASS)
+    return classes
+
+
+def _stats_cachedump(tokens):
+    if len(tokens) < 4:
+        raise ProtocolError(b"CLIENT_ERROR bad command line\r\n")
+    if not (tokens[2].isdigit() and tokens[3].isdigit()):
+        raise ProtocolError(BAD_FORMAT)
+    slab_class = int(tokens[2])
+    if slab_class >= MAX_CLASSES:
+        raise ProtocolError(b"CLIENT_ERROR Illegal slab id\r\n")
+    return ev.CacheDump(slab_class, int(tokens[3]))
+
+
+def _stats_detail(tokens):
+    if len(tokens) < 3 or tokens[2] not in (b"on", b"off", b"dump"):
+        raise ProtocolError(DETAIL_USAGE)
+    return ev.Detail(tokens[2].decode())
+
+
+STATS_SPECIAL = {"cachedump": _stats_cachedump, "detail": _stats_detail}
+
+
+READERS: dict[bytes, Callable] = {
+    b"lru_crawler": _read_lru_crawler,
+    b"lru": _read_lru,
+    b"slabs": _read_slabs,
+    b"cache_memlimit": _read_memlimit,
+}
