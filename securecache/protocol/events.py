@@ -442,6 +442,16 @@ class ClientError:
 
 
 @dataclass(slots=True)
+class More:
+    """A long answer in slices (a scan of many items): ``part`` is sent
+    now, and ``rest`` is the request that produces the next slice, run
+    after the other clients had their turn."""
+
+    part: Any
+    rest: Any
+
+
+@dataclass(slots=True)
 class Close:
     """Answer nothing more and close the connection (quit)."""
 

@@ -132,10 +132,10 @@ class Server:
         loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
         threaded = self.engine.storage.durability == "fsync"
-        if threaded:
-            # py-lmdb holds the GIL in every call unless told otherwise: a
-            # commit's fsync on the storage thread would stop the loop.
-            lmdb.enable_drop_gil()
+        # py-lmdb holds the GIL in every call unless told otherwise: a
+        # commit's or a sync's fsync on the storage thread would stop the
+        # loop.
+        lmdb.enable_drop_gil()
         self.lane = WriteLane(self.engine, loop, self._fault,
                               threaded=threaded)
         self.engine.reader_opened = self._reader_opened

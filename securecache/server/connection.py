@@ -54,6 +54,7 @@ class Connection(asyncio.Protocol):
         self.ended = False      # quit or a closing error: parse no more
         self.closing = False
         self.eof = False
+        self.slicing = False    # a sliced answer's next part is scheduled
         self.paused: set[str] = set()   # why reading is paused
         self.peer = ""
         self.last_command = time.monotonic()
@@ -98,8 +99,10 @@ class Connection(asyncio.Protocol):
 
     @property
     def busy(self) -> bool:
-        """A write of this connection is queued or in flight."""
-        return self.part is not None or self.flight is not None
+        """A write of this connection is queued or in flight, or a sliced
+        answer waits for its next turn."""
+        return self.part is not None or self.flight is not None or \
+            self.slicing
 
     # ------------------------------------------------------------ input
     def data_received(self, data: bytes) -> None:
@@ -162,6 +165,10 @@ class Connection(asyncio.Protocol):
                 backlog.clear()
                 self.server.lane.submit(self)
                 break
+            if type(reply) is ev.More:
+                out.append(self._render(entry, reply.part))
+                self._later(reply.rest)
+                break
             out.append(self._render(entry, reply))
             if type(reply) is ev.Close or self.codec.must_close:
                 self._finish(out, close=True)
@@ -169,6 +176,18 @@ class Connection(asyncio.Protocol):
         if self.busy:
             self._queue_more()
         self._finish(out, close=self.eof and not self.busy)
+
+    def _later(self, rest) -> None:
+        """A sliced read goes on with ``rest`` once the other clients had
+        their turn (writes are never sliced: a group runs whole)."""
+        self.backlog.appendleft(rest)
+        self.slicing = True
+        asyncio.get_running_loop().call_soon(self._resume_slices)
+
+    def _resume_slices(self) -> None:
+        self.slicing = False
+        if not self.closing:
+            self._walk()
 
     def _queue_more(self) -> None:
         """Parse what is buffered into the part (not yet taken by the lane)

@@ -25,7 +25,10 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
+from ..protocol import events as ev
 from ..protocol.events import ProtocolError
+
+SCANS = frozenset((ev.FlushAll,))
 
 
 class WriteLane:
@@ -88,7 +91,10 @@ class WriteLane:
         parts = [(conn, conn.take_group()) for conn in connections]
         batch = [(conn.session, entry) for conn, entries in parts
                  for entry in entries if not isinstance(entry, ProtocolError)]
-        self._run(self.engine.run_group, (batch,), self.threaded,
+        # A scan of the whole cache (flush_all) never runs on the loop.
+        threaded = self.threaded or any(type(request) in SCANS
+                                        for _, request in batch)
+        self._run(self.engine.run_group, (batch,), threaded,
                   lambda result: self._group_done(parts, result))
 
     def _start_job(self, factory, future) -> None:
