@@ -101,8 +101,12 @@ def _serve_parser(sub) -> None:
                         "the event loop's own debug log")
     add_memcached_flags(p)
     p.add_argument("--idle-timeout", type=int, default=0,
-                   help="close connections idle this many seconds (0: never;"
-                        " also -o idle_timeout=N)")
+                   help="close connections idle this many seconds since "
+                        "their last whole request (0: never; also -o "
+                        "idle_timeout=N)")
+    p.add_argument("--request-timeout", type=float, default=30.0,
+                   help="close a connection whose request began arriving "
+                        "this many seconds ago and is not whole yet")
     p.add_argument("--data-dir", default="./var/securecache",
                    help="the LMDB directory, relative to the current "
                         "directory unless absolute")
@@ -263,6 +267,7 @@ def _listen(args, users):
                   port=args.port, unix_path=args.unix_socket,
                   unix_mask=args.unix_mask, max_connections=args.conn_limit,
                   idle_timeout=args.idle_timeout, auth=users is not None,
+                  request_timeout=args.request_timeout,
                   sync_interval=args.sync_interval / 1000,
                   protocol=args.protocol, backlog=args.listen_backlog)
 

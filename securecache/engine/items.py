@@ -10,6 +10,8 @@ and use. A denied read is a miss; any other denial raises ``AccessDenied``
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..protocol import events as ev
 from ..protocol.events import Status, StoreMode
 from ..storage import (EXPIRED, STALE, TOKEN_SENT, Record,
@@ -19,6 +21,7 @@ from .access import AccessDenied
 from .op import wants_token
 
 U64_MOD = 1 << 64
+SLICE_BYTES = 256 << 10     # value bytes of one slice of a long get
 
 
 def live(op, key: bytes) -> Record | None:
@@ -65,6 +68,7 @@ def get(op, request: ev.Get) -> ev.Values:
     name = "get" if request.touch is None else "touch"
     per_prefix = detail.tunables(op.engine).detail
     items = []
+    size = 0
     for index, key in enumerate(keys):
         record = live(op, key) if records is None else records[index]
         if record is None and request.vivify is not None:
@@ -88,6 +92,11 @@ def get(op, request: ev.Get) -> ev.Values:
         items.append(shown)
         if request.bump:
             op.fetched(key)
+        size += shown.size
+        if size > SLICE_BYTES and records is not None and index + 1 < len(keys):
+            # A long answer goes in slices: the rest after others' turn.
+            return ev.More(ev.Values(items, final=False),
+                           dataclasses.replace(request, keys=keys[index + 1:]))
     return ev.Values(items)
 
 

@@ -119,12 +119,27 @@ def tuned(engine) -> list:
             ("reqs_per_event", t.reqs_per_event)]
 
 
+def conns(engine, op) -> list:
+    """memcached's rows per connection: a client sees its own context's
+    connections only, unless it holds kv_cache:setattr (an operator)."""
+    scontext = op.session.scontext
+    # kv_cache:setattr (not audited: a listing, not an attempt).
+    operator = engine.mac.has_perm(scontext, engine.mac.cache_context,
+                                   "kv_cache", "setattr", audit=False)
+    rows = []
+    for fd, peer, context, idle in engine.server_stats("conns"):
+        if operator or context == scontext:
+            rows += [(f"{fd}:addr", peer), (f"{fd}:state", "conn_parse_cmd"),
+                     (f"{fd}:secs_since_last_cmd", idle)]
+    return rows
+
+
 GROUPS = {
     "": general,
     "settings": settings,
     "items": items,
     "slabs": slabs,
-    "conns": lambda engine, op: engine.server_stats("conns"),
+    "conns": conns,
     "sizes": lambda engine, op: [("sizes_status", "disabled")],
     "extstore": lambda engine, op: [],       # no extstore: memcached's answer
 }

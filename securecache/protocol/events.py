@@ -309,6 +309,7 @@ class Values:
     """Hits of a Get, in request order; misses are simply absent."""
 
     items: list[Item] = field(default_factory=list)
+    final: bool = True      # False: a slice; more hits of the Get follow
 
 
 class Status(enum.Enum):

@@ -425,7 +425,8 @@ def _write_values(reply: ev.Values, tag: int) -> bytes:
         if with_cas:
             head += b" %d" % item.cas
         parts += (head, b"\r\n", value, b"\r\n")
-    parts.append(b"END\r\n")
+    if reply.final:
+        parts.append(b"END\r\n")
     return b"".join(parts)
 
 

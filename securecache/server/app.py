@@ -44,6 +44,7 @@ class Listen:
     max_connections: int = 1024
     auth: bool = False
     idle_timeout: int = 0
+    request_timeout: float = 30.0   # a request must arrive whole this soon
     sync_interval: float = 1.0
     protocol: str = "auto"          # -B: auto (by the first byte), ascii, binary
     backlog: int = 1024             # -b
@@ -107,15 +108,13 @@ class Server:
     # ----------------------------------------------------------- stats
     def stats_rows(self, group: str) -> list[tuple[str, object]]:
         if group == "conns":
+            # (fd, peer, the client's context, seconds since its last
+            # command): the engine shows each client what it may see.
             now = time.monotonic()
-            rows = []
-            for conn in list(self.connections):    # asked from the storage thread
-                fd = conn.transport.get_extra_info("socket").fileno()
-                rows += [(f"{fd}:addr", conn.peer),
-                         (f"{fd}:state", "conn_parse_cmd"),
-                         (f"{fd}:secs_since_last_cmd",
-                          int(now - conn.last_command))]
-            return rows
+            return [(conn.transport.get_extra_info("socket").fileno(),
+                     conn.peer, conn.session.scontext,
+                     int(now - conn.last_command))
+                    for conn in list(self.connections)]
         return [("max_connections", self.listen.max_connections),
                 ("curr_connections", len(self.connections)),
                 ("total_connections", self.total_connections),
@@ -203,8 +202,7 @@ class Server:
                     now - last_sync >= self.listen.sync_interval:
                 await self.lane.job(self._sync_job)
                 last_sync = now
-            if self.listen.idle_timeout:
-                self._close_idle(now)
+            self._close_idle(now)
 
     def _sync_job(self):
         storage = self.engine.storage
@@ -215,8 +213,12 @@ class Server:
             self._fault(ticker.exception())     # housekeeping must not die
 
     def _close_idle(self, now: float) -> None:
+        """Close connections idle since their last whole request (memcached's
+        idle_timeout) and those whose request never finishes arriving."""
+        timeout = self.listen.idle_timeout
         for conn in list(self.connections):
-            if now - conn.last_command > self.listen.idle_timeout:
+            if (timeout and conn.idle(now, timeout)) or \
+                    conn.stalled(now, self.listen.request_timeout):
                 conn.close()
 
     def _fault(self, error: BaseException) -> None:

@@ -35,7 +35,9 @@ from ..protocol.text import TextCodec
 log = logging.getLogger("securecache")
 
 WRITE_HIGH_WATER = 1 << 20
-MAX_QUEUE = 4096          # requests parsed but not yet answered
+REPLY_SLICE = 256 << 10   # reply bytes of one walk before they are written
+MAX_QUEUE = 4096          # requests parsed but not yet answered...
+MAX_QUEUED_BYTES = 4 << 20  # ...and the bytes they carry
 LINGER = 2.0              # seconds a closing connection drains its input
 
 
@@ -57,7 +59,9 @@ class Connection(asyncio.Protocol):
         self.slicing = False    # a sliced answer's next part is scheduled
         self.paused: set[str] = set()   # why reading is paused
         self.peer = ""
-        self.last_command = time.monotonic()
+        self.last_command = time.monotonic()   # a whole request arrived
+        self.partial_since: float | None = None  # a request began arriving
+        self.queued_bytes = 0
 
     # ------------------------------------------------------- lifecycle
     def connection_made(self, transport) -> None:
@@ -84,7 +88,10 @@ class Connection(asyncio.Protocol):
         self._pause("replies")
 
     def resume_writing(self) -> None:
+        """The client caught up: read again, answer what is buffered."""
         self._resume("replies")
+        if not self.closing:
+            self._walk()
 
     def _pause(self, reason: str) -> None:
         if not self.paused and not self.transport.is_closing():
@@ -109,7 +116,6 @@ class Connection(asyncio.Protocol):
         if self.closing:
             return
         self.server.bytes_read += len(data)
-        self.last_command = time.monotonic()
         if self.codec is None:
             if not data:
                 return
@@ -121,6 +127,25 @@ class Connection(asyncio.Protocol):
                 TextCodec(size, auth=self.server.listen.auth)
         self.codec.receive_data(data)
         self._walk()
+        if self.codec.buffered and self.partial_since is None:
+            self.partial_since = time.monotonic()
+
+    @property
+    def waiting(self) -> bool:
+        """Nothing of ours is pending: the next move is the client's."""
+        return not self.busy and not self.backlog and \
+            "replies" not in self.paused
+
+    def idle(self, now: float, timeout: float) -> bool:
+        """No whole request for ``timeout`` seconds while waiting for one
+        (memcached's idle_timeout)."""
+        return self.waiting and now - self.last_command > timeout
+
+    def stalled(self, now: float, timeout: float) -> bool:
+        """A request began arriving over ``timeout`` seconds ago and is not
+        whole yet (a client that sends a byte now and then)."""
+        return self.partial_since is not None and self.waiting and \
+            now - self.partial_since > timeout
 
     def _next(self):
         """The next entry: a request or a ProtocolError; None for none."""
@@ -134,6 +159,8 @@ class Connection(asyncio.Protocol):
             return error
         if event is NEED_DATA:
             return None
+        self.last_command = time.monotonic()
+        self.partial_since = None
         if log.isEnabledFor(logging.DEBUG):           # -vv, as memcached
             log.debug("<%s %s", self.peer, _summary(event))
         if type(event) is ev.Quit:
@@ -148,9 +175,19 @@ class Connection(asyncio.Protocol):
     def _walk(self) -> None:
         """Answer, in order, every entry that can be answered now."""
         out: list[bytes] = []
+        size = 0
         backlog = self.backlog
-        while not self.busy:
-            entry = backlog.popleft() if backlog else self._next()
+        paused = self.paused
+        while not self.busy and "replies" not in paused:
+            if size >= REPLY_SLICE:     # let the transport push back
+                self._write(b"".join(out))
+                out, size = [], 0
+                continue
+            if backlog:
+                entry = backlog.popleft()
+                self.queued_bytes -= _cost(entry)
+            else:
+                entry = self._next()
             if entry is None:
                 break
             if isinstance(entry, ProtocolError):
@@ -162,6 +199,7 @@ class Connection(asyncio.Protocol):
             reply = self.engine.read(self.session, entry)
             if reply is WRITE:
                 self.part = [entry, *backlog]
+                self.queued_bytes += _cost(entry)   # the part counts it
                 backlog.clear()
                 self.server.lane.submit(self)
                 break
@@ -169,7 +207,9 @@ class Connection(asyncio.Protocol):
                 out.append(self._render(entry, reply.part))
                 self._later(reply.rest)
                 break
-            out.append(self._render(entry, reply))
+            data = self._render(entry, reply)
+            out.append(data)
+            size += len(data)
             if type(reply) is ev.Close or self.codec.must_close:
                 self._finish(out, close=True)
                 return
@@ -193,11 +233,13 @@ class Connection(asyncio.Protocol):
         """Parse what is buffered into the part (not yet taken by the lane)
         or the backlog, up to the bound; then stop reading."""
         queue = self.part if self.part is not None else self.backlog
-        while len(queue) + len(self.backlog) < MAX_QUEUE:
+        while len(queue) + len(self.backlog) < MAX_QUEUE and \
+                self.queued_bytes < MAX_QUEUED_BYTES:
             entry = self._next()
             if entry is None:
                 return
             queue.append(entry)
+            self.queued_bytes += _cost(entry)
         self._pause("queue")            # bounded: parse more when answered
 
     def _finish(self, out: list[bytes], close: bool) -> None:
@@ -210,6 +252,7 @@ class Connection(asyncio.Protocol):
     def take_group(self) -> list:
         """The lane starts a group: the entries it runs for us."""
         self.flight, self.part = self.part, None
+        self.queued_bytes -= sum(_cost(entry) for entry in self.flight)
         return self.flight
 
     def group_done(self, entries: list, replies: list) -> None:
@@ -266,6 +309,12 @@ class Connection(asyncio.Protocol):
         transport.write_eof()
         transport.resume_reading()
         asyncio.get_running_loop().call_later(LINGER, transport.close)
+
+
+def _cost(entry) -> int:
+    """What a queued entry holds in memory, roughly: its value and more."""
+    value = getattr(entry, "value", None)
+    return 64 + (len(value) if type(value) is bytes else 0)
 
 
 def _summary(event) -> str:
