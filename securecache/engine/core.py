@@ -92,6 +92,7 @@ class Engine:
         self.users: auth.Users | None = None
         self.context_for_user = lambda session, user: None
         self._reader: Txn | None = None
+        self._read_op = Op(self, None, None, 0)   # reused: reads never nest
         self.shared = None
         """The daemon's shared counters (server.shared.SharedStats), when
         the server gives them."""
@@ -119,13 +120,14 @@ class Engine:
                 request.touch is not None or request.vivify is not None
                 or request.recache is not None)):
             return WRITE
-        txn = self._reader
+        op = self._read_op
         try:
-            if txn is None:
-                txn = self._reader = self.storage.reader()
+            if self._reader is None:
+                self._reader = op.txn = self.storage.reader()
                 self.reader_opened()
-            return self._run(Op(self, txn, session, int(self.clock())),
-                             request)
+            op.session = session
+            op.now = int(self.clock())
+            return self._run(op, request)
         except NeedsWrite:
             return WRITE
         except lmdb.Error as error:

@@ -34,13 +34,15 @@ def live(op, key: bytes) -> Record | None:
 
 
 def item(op, key: bytes, record: Record, with_value: bool,
-         history: bool = True) -> ev.Item:
+         history: bool = True, cas_enabled: bool | None = None) -> ev.Item:
     """What a client sees of an item; with ``history``, whether it was
     fetched before (since it was stored) and when it was last accessed.
     The value is the stored bytes as they are (a view into a read
     snapshot): the codec copies it once, into the reply."""
+    if cas_enabled is None:
+        cas_enabled = detail.tunables(op.engine).cas_enabled
     shown = ev.Item(key, record.flags, record.value if with_value else None,
-                    shown_cas(op, record.cas), record.exptime,
+                    record.cas if cas_enabled else 0, record.exptime,
                     len(record.value))
     if history:
         shown.fetched, shown.last_access = op.seen(key, record)
@@ -62,11 +64,13 @@ def get(op, request: ev.Get) -> ev.Values:
     records = None
     if not op.txn.write:
         records = [live(op, key) for key in keys]
-        if any(wants_token(record) for record in records):
-            op.need_write()
+        for record in records:
+            if record is not None and record.state and wants_token(record):
+                op.need_write()
     perm = "read" if request.value else "getattr"
     name = "get" if request.touch is None else "touch"
-    per_prefix = detail.tunables(op.engine).detail
+    settings = detail.tunables(op.engine)
+    per_prefix = settings.detail
     items = []
     size = 0
     for index, key in enumerate(keys):
@@ -87,7 +91,8 @@ def get(op, request: ev.Get) -> ev.Values:
                 continue
             record = _retime(op, key, record, request.touch)
         _count_get(op, name, key, True, per_prefix)
-        shown = item(op, key, record, request.value, request.history)
+        shown = item(op, key, record, request.value, request.history,
+                     settings.cas_enabled)
         _recache_token(op, key, record, request.recache, shown)
         items.append(shown)
         if request.bump:

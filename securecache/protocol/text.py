@@ -61,7 +61,6 @@ BAD_LOGIN_TERMINATION = b"CLIENT_ERROR bad command line termination\r\n"
 U32 = (1 << 32) - 1
 U64 = (1 << 64) - 1
 INT_MAX = (1 << 31) - 1
-DELIMITERS = frozenset(b" \n\0")
 COMMAND_INITIALS = frozenset(b"acdefgilmpqrstvw")   # memcached's commands'
 
 
@@ -88,12 +87,16 @@ class _Swallow:
 def valid_key(key: bytes) -> bool:
     """1..250 bytes. As in memcached, only space, LF (and NUL, where C
     strings end) delimit: other control bytes are part of the key."""
-    return 0 < len(key) <= KEY_MAX and not any(b in DELIMITERS for b in key)
+    return 0 < len(key) <= KEY_MAX and b" " not in key and \
+        b"\n" not in key and b"\0" not in key
 
 
 def tokens_of(line: bytes) -> list[bytes]:
     """memcached's tokenizer: a NUL ends the line, only spaces separate."""
-    return [t for t in line.split(b"\0", 1)[0].split(b" ") if t]
+    if b"\0" in line:
+        line = line.split(b"\0", 1)[0]
+    tokens = line.split(b" ")
+    return [t for t in tokens if t] if b"" in tokens else tokens
 
 
 def is_http(tokens: list[bytes]) -> bool:
@@ -387,6 +390,9 @@ class TextCodec:
     # ----------------------------------------------------------- output
     def send(self, request, reply) -> bytes:
         """The bytes that answer ``request`` with ``reply``."""
+        tag = request.tag
+        if type(reply) is ev.Values and type(tag) is int:     # get, gets
+            return _write_values(reply, tag)
         if is_meta(request):
             return render_meta(request, reply)
         if isinstance(request, ev.Authenticate):
