@@ -55,26 +55,18 @@ def shown_cas(op, cas: int) -> int:
 
 
 def get(op, request: ev.Get) -> ev.Values:
-    """get, gets, gat, gats, mg: hits the client may read, in order.
-
-    A read transaction looks at every item first: one whose recache token
-    is due moves the request to the write lane before anything is checked
-    or counted, so each decision is logged and counted once."""
-    keys = request.keys
-    records = None
+    """get, gets, gat, gats, mg: hits the client may read, in order (in a
+    read transaction: ``read_get``)."""
     if not op.txn.write:
-        records = [live(op, key) for key in keys]
-        for record in records:
-            if record is not None and record.state and wants_token(record):
-                op.need_write()
+        return read_get(op, request)
+    keys = request.keys
     perm = "read" if request.value else "getattr"
     name = "get" if request.touch is None else "touch"
     settings = detail.tunables(op.engine)
     per_prefix = settings.detail
     items = []
-    size = 0
-    for index, key in enumerate(keys):
-        record = live(op, key) if records is None else records[index]
+    for key in keys:
+        record = live(op, key)
         if record is None and request.vivify is not None:
             _count_get(op, name, key, False, per_prefix)
             items += _vivify(op, key, request)
@@ -97,12 +89,61 @@ def get(op, request: ev.Get) -> ev.Values:
         items.append(shown)
         if request.bump:
             op.fetched(key)
+    return ev.Values(items)
+
+
+def read_get(op, request: ev.Get) -> ev.Values | ev.More:
+    """get, gets, mg, binary get in the read lane: the lean path of the hot
+    loop (a get with touch, vivify or recache writes: ``get`` runs it).
+
+    Every item is looked at first: a stale one whose recache token is free
+    moves the request to the write lane before anything is checked or
+    counted."""
+    txn, now, keys = op.txn, op.now, request.keys
+    found = []
+    for key in keys:
+        record = txn.get(key)
+        if record is not None:
+            if record.exptime and record.exptime <= now:
+                op.expired(key, record)
+                record = None
+            elif record.state and wants_token(record):
+                op.need_write()
+        found.append(record)
+    perm = "read" if request.value else "getattr"
+    settings = detail.tunables(op.engine)
+    allowed, session = op.access.allowed, op.session
+    items, size, hits = [], 0, 0
+    for index, record in enumerate(found):
+        key = keys[index]
+        # kv_item:read (getattr for metadata only): a denial is a miss.
+        hit = record is not None and allowed(session, txn, record, perm, key)
+        if settings.detail:                              # stats detail on
+            detail.record(op, "get", key, hit)
+        if not hit:
+            continue
+        hits += 1
+        shown = item(op, key, record, request.value, request.history,
+                     settings.cas_enabled)
+        if record.state:
+            _recache_token(op, key, record, None, shown)
+        items.append(shown)
+        if request.bump:
+            op.engine.remember_fetch(key, now)
         size += shown.size
-        if size > SLICE_BYTES and records is not None and index + 1 < len(keys):
+        if size > SLICE_BYTES and index + 1 < len(keys):
             # A long answer goes in slices: the rest after others' turn.
+            _count_reads(op, hits, index + 1 - hits)
             return ev.More(ev.Values(items, final=False),
                            dataclasses.replace(request, keys=keys[index + 1:]))
+    _count_reads(op, hits, len(keys) - hits)
     return ev.Values(items)
+
+
+def _count_reads(op, hits: int, misses: int) -> None:
+    counters = op.counters
+    counters["get_hits"] += hits
+    counters["get_misses"] += misses
 
 
 def _count_get(op, name: str, key: bytes, hit: bool, per_prefix: bool):
