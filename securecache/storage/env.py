@@ -60,10 +60,21 @@ class Storage:
             raise StorageError(f"cannot open {self.path}: {error}") from None
         finally:
             os.umask(old_umask)
+        if readonly:
+            # A handle opened in a read transaction dies with it: let
+            # py-lmdb open them on its own, then read the schema.
+            try:
+                self.dbs = {name.encode(): self.env.open_db(name.encode(),
+                                                            create=False)
+                            for name in SUBDBS}
+            except lmdb.NotFoundError:
+                self.env.close()
+                raise StorageError(
+                    f"{self.path} holds no securecache data") from None
         with self.env.begin(write=not readonly) as txn:
-            self.dbs = {name.encode(): self.env.open_db(
-                name.encode(), txn=txn, create=not readonly)
-                for name in SUBDBS}
+            if not readonly:
+                self.dbs = {name.encode(): self.env.open_db(
+                    name.encode(), txn=txn, create=True) for name in SUBDBS}
             self._check_schema(txn, readonly)
         self.page_size = self.env.stat()["psize"]
         self.labels: dict[int, bytes] = {}
