@@ -17,6 +17,7 @@ by itself (the ``shutdown`` command) or keeps dying at start.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from .shared import SharedStats
 
 log = logging.getLogger("securecache")
 
+PR_SET_PDEATHSIG = 1
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 STOP_GRACE = 30.0         # seconds workers get to stop before SIGKILL
 QUICK_DEATH = 2.0         # a worker dead this soon after start...
@@ -78,6 +80,16 @@ def _unix_socket(listen) -> socket.socket:
     return sock
 
 
+def _die_with(supervisor: int) -> None:
+    """A worker gets SIGTERM when its supervisor dies, however it dies
+    (a SIGKILLed supervisor must not leave workers serving on its port)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() != supervisor:                # it died before prctl
+        os._exit(0)
+
+
 class Supervisor:
     """Forks ``count`` workers and keeps them running (see module doc)."""
 
@@ -118,10 +130,12 @@ class Supervisor:
         return self.exit_status
 
     def _start(self, slot: int) -> None:
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:                                   # the worker
             status = 70
             try:
+                _die_with(supervisor)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
                 self.shared.slot = slot
                 status = self.serve_worker(self.sockets[slot], self.shared,

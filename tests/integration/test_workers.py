@@ -51,12 +51,20 @@ def daemon(tmp_path):
                                 net={"127.0.0.1": LOCAL, "127.0.0.2": APP})
     daemon = Daemon(tmp_path, "-t", "2", "--peer-contexts", str(peers)).start()
     yield daemon
+    workers = worker_pids(daemon)
     daemon.kill()
-    for pid in worker_pids(daemon):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    gone(workers)
+
+
+def gone(pids: list[int], timeout: float = 10.0) -> None:
+    """Wait until these processes are gone (or zombies)."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while os.path.exists(f"/proc/{pid}") and \
+                open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] \
+                != "Z":
+            assert time.monotonic() < deadline, f"worker {pid} still runs"
+            time.sleep(0.02)
 
 
 def worker_pids(daemon) -> list[int]:
@@ -135,9 +143,7 @@ def test_sigterm_stops_every_worker(daemon):
     workers = worker_pids(daemon)
     assert len(workers) == 2
     assert daemon.stop() == 0
-    for pid in workers:
-        assert not os.path.exists(f"/proc/{pid}") or \
-            open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    gone(workers, timeout=0.1)
     assert not os.path.exists(daemon.socket_path)
     for raw in conns.values():
         raw.close()
@@ -156,6 +162,15 @@ def test_a_dead_worker_is_logged_and_replaced(daemon):
     assert str(victim) not in fresh
     for raw in fresh.values():
         assert raw.call(b"set after 0 0 1\r\ny\r\n") == b"STORED\r\n"
+
+
+def test_workers_die_with_a_killed_supervisor(daemon):
+    """SIGKILL leaves the supervisor no time to stop its workers: they stop
+    by themselves instead of serving on."""
+    workers = worker_pids(daemon)
+    assert len(workers) == 2
+    daemon.kill()
+    gone(workers)
 
 
 def test_shutdown_command_stops_the_daemon(tmp_path):
