@@ -287,6 +287,7 @@ def _open(args, log):
 
 def _engine(args, storage, mac, users):
     from .engine import Engine
+    from .server.tls import settings_rows
     engine = Engine(storage, mac, max_item_size=args.max_item_size,
                     evictions=not args.disable_evictions,
                     version=MEMCACHED_VERSION,    # clients parse 1.6.18
@@ -302,7 +303,8 @@ def _engine(args, storage, mac, users):
                        ("binding_protocol", args.protocol),
                        ("tcp_backlog", args.listen_backlog),
                        ("idle_timeout", args.idle_timeout),
-                       ("num_threads", args.threads)]
+                       ("num_threads", args.threads),
+                       *settings_rows(args.tls)]
     return engine
 
 

@@ -29,6 +29,7 @@ from ..engine import Engine, Session
 from ..security import SecurityError
 from .lanes import WriteLane
 from .shared import SharedStats
+from .tls import HANDSHAKE_TIMEOUT
 from .workers import bind
 from .connection import Connection
 
@@ -176,7 +177,8 @@ class Server:
             else:
                 tls = self.listen.tls
                 server = await loop.create_server(
-                    factory, sock=sock, ssl=tls.context if tls else None)
+                    factory, sock=sock, ssl=tls.context if tls else None,
+                    ssl_handshake_timeout=HANDSHAKE_TIMEOUT if tls else None)
                 log.info("listening on %s port %d%s", *sock.getsockname()[:2],
                          f" (TLS: {tls.describe()})" if tls else "")
             self.servers.append(server)

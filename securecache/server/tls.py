@@ -36,7 +36,8 @@ VERIFY_MODES = {"none": ssl.CERT_NONE, "request": ssl.CERT_OPTIONAL,
                 "require": ssl.CERT_REQUIRED}
 MEMCACHED_VERIFY = {0: "none", 1: "request", 2: "require", 3: "require"}
 MIN_VERSIONS = {2: ssl.TLSVersion.TLSv1_2, 3: ssl.TLSVersion.TLSv1_3}
-EX_USAGE = 64
+HANDSHAKE_TIMEOUT = 10.0   # seconds a client has to finish the handshake
+VERIFY_NUMBERS = {"none": 0, "request": 1, "require": 2}
 
 # (named flag attribute, -o option) pairs that mean the same
 TWINS = (("tls_cert", "ssl_chain_cert"), ("tls_key", "ssl_key"),
@@ -88,6 +89,21 @@ def settings(args, options: dict) -> tuple[TLSSettings | None, str | None]:
                        ca=values["tls_ca"], verify=verify,
                        ciphers=values["tls_ciphers"],
                        min_version=options.get("ssl_min_version", 2)), None
+
+
+def settings_rows(config: TLSSettings | None) -> list[tuple[str, object]]:
+    """memcached's ``stats settings`` rows for TLS."""
+    if config is None:
+        return [("ssl_enabled", "no"), ("ssl_chain_cert", "(null)"),
+                ("ssl_key", "(null)"), ("ssl_verify_mode", 0),
+                ("ssl_ciphers", "NULL"), ("ssl_ca_cert", "NULL"),
+                ("ssl_min_version", "tlsv1.2")]
+    return [("ssl_enabled", "yes"), ("ssl_chain_cert", config.cert),
+            ("ssl_key", config.key),
+            ("ssl_verify_mode", VERIFY_NUMBERS[config.verify]),
+            ("ssl_ciphers", config.ciphers or "NULL"),
+            ("ssl_ca_cert", config.ca or "NULL"),
+            ("ssl_min_version", f"tlsv1.{config.min_version}")]
 
 
 def _context(config: TLSSettings) -> ssl.SSLContext:

@@ -114,6 +114,10 @@ def test_client_certificate_gives_the_context_the_mac_enforces(tmp_path, pki):
         assert batch.get("job:1") == b"batch secret"
         label = raw_call(daemon, pki, pki.batch, b"getlabel job:1\r\n")[0]
         assert b"securecache_app_item_t" in label
+        rows = batch.stats("settings")              # memcached's rows
+        assert rows[b"ssl_enabled"] == b"yes"
+        assert rows[b"ssl_verify_mode"] in (2, b"2")
+        assert rows[b"ssl_ca_cert"] == str(pki.ca.cert).encode()
         batch.close()
         web.close()
         assert f"scontext={APP} tcontext=system_u:object_r:" \
