@@ -84,18 +84,27 @@ def become(account: pwd.struct_passwd | None, data_dir: str,
              account.pw_uid, account.pw_gid)
 
 
+LMDB_FILES = ("data.mdb", "lock.mdb")
+
+
 def _owned_paths(data_dir: str, unix_path: str | None) -> list[str]:
-    """The data directory, the files in it (LMDB's data.mdb, lock.mdb)
-    and the UNIX socket."""
-    paths = [data_dir] + [os.path.join(data_dir, name)
-                          for name in sorted(os.listdir(data_dir))]
+    """The data directory, LMDB's files in it and the UNIX socket."""
+    paths = [data_dir] + [os.path.join(data_dir, name) for name in LMDB_FILES]
     return paths + ([unix_path] if unix_path else [])
 
 
 def _hand_over(path: str, account: pwd.struct_passwd) -> None:
-    """chown ``path`` to the account when root owns it (not following a
-    symlink); the mode bits are kept."""
-    if os.lstat(path).st_uid == 0:
+    """chown ``path`` to the account when root owns it; the mode bits are
+    kept. Only a directory, a socket or a file with one link: never a
+    symlink's target, nor a hard link to some other file of root's."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    kind = stat.S_IFMT(st.st_mode)
+    single = kind in (stat.S_IFDIR, stat.S_IFSOCK) or \
+        (kind == stat.S_IFREG and st.st_nlink == 1)
+    if st.st_uid == 0 and single:
         os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
 
 

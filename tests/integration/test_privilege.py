@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
 import stat
 import subprocess
 import tempfile
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 from pymemcache.client.base import Client
 
-from .daemons import SECURECACHE, Daemon, as_root, free_port
+from .daemons import SECURECACHE, Daemon, as_root, free_port, wait_for_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="dropping root needs root")
@@ -88,6 +89,57 @@ def test_dash_u_drops_root_and_hands_over_the_data(base, threads):
     finally:
         assert daemon.stop() == 0
     assert not Path(daemon.socket_path).exists()   # removed as nobody
+
+
+def free_low_port() -> int:
+    for port in range(1000, 1024):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    pytest.skip("no free port below 1024")
+
+
+def test_a_privileged_port_is_bound_before_dropping_root(base):
+    """memcached binds after dropping root (it cannot listen on port
+    <1024 with -u); securecache binds first."""
+    daemon = Daemon(base, "-u", "nobody", port=free_low_port())
+    daemon.socket_path = str(base / "run" / "sc.sock")
+    daemon.start()
+    try:
+        assert ids(daemon.process.pid)["Uid"][0] == str(NOBODY.pw_uid)
+        mc = Client(("127.0.0.1", daemon.port), timeout=5)
+        assert mc.set("low", b"port") and mc.get("low") == b"port"
+        mc.close()
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_not_root_needs_no_dash_u_and_ignores_it(base):
+    """As memcached: -u applies only to a daemon started as root."""
+    data = base / "run" / "data"
+    port = free_port()
+    log = base / "run" / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            ["setpriv", f"--reuid={NOBODY.pw_uid}", f"--regid={NOBODY.pw_gid}",
+             "--clear-groups", str(SECURECACHE), "serve", "-u", "daemon",
+             "--data-dir", str(data), "-l", "127.0.0.1", "-p", str(port)],
+            stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc)
+        mc = Client(("127.0.0.1", port), timeout=5)
+        assert mc.set("k", b"v") and mc.get("k") == b"v"
+        mc.close()
+        assert ids(proc.pid)["Uid"][0] == str(NOBODY.pw_uid)
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
+    assert "-u daemon: not started as root, running as uid 65534" in \
+        log.read_text()
+    assert owner_and_mode(data)[0] == NOBODY.pw_uid
 
 
 def serve(tmp_path, *flags) -> subprocess.CompletedProcess:

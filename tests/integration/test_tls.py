@@ -66,8 +66,9 @@ def raw_call(daemon, pki, pair, line: bytes) -> tuple[bytes, dict]:
             return reply, tls.getpeercert()
 
 
-def test_round_trip_with_pymemcache(tmp_path, pki):
-    daemon = tls_daemon(tmp_path, pki)
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_round_trip_with_pymemcache(tmp_path, pki, threads):
+    daemon = tls_daemon(tmp_path, pki, "-t", threads)
     try:
         mc = client(daemon, pki)
         assert mc.set("greeting", b"hello over TLS")
