@@ -149,9 +149,7 @@ def parser() -> argparse.ArgumentParser:
 def serve(args) -> int:
     """Open storage and the security server, bind the listeners, drop root
     (-u), then serve until stopped."""
-    from .server.app import Server, run
-    from .server.privilege import PrivilegeError, become
-    from .server.workers import Supervisor, bind
+    from .server.workers import bind
 
     log = _logging(args)
     problem = _refusal(args)
@@ -183,37 +181,47 @@ def serve(args) -> int:
         except OSError as error:
             log.error("cannot listen: %s", error)
             return 1
-        try:                               # root's work is done: -u USER
-            become(args.account, args.data_dir, args.unix_socket)
-        except PrivilegeError as error:
-            print(error, file=sys.stderr)
-            return error.status
-        if args.threads == 1:
-            storage = _storage(open_storage, log)
-            if storage is None:
-                return 1
-            try:
-                return run(Server(make_engine(storage), identity, listen,
-                                  sockets=sockets[0]))
-            finally:
-                _unlink(args.unix_socket, log)
-
-        def serve_worker(sockets, shared, slot):
-            # After the fork: this worker's own LMDB environment.
-            return run(Server(make_engine(open_storage()), identity, listen,
-                              sockets=sockets, shared=shared,
-                              threads=args.threads))
-        return Supervisor(args.threads, serve_worker, listen,
-                          sockets=sockets).run()
+        try:
+            return _serve_bound(args, sockets, make_engine, identity, listen,
+                                open_storage)
+        finally:
+            _unlink(args.unix_socket, log)
 
 
-def _storage(open_storage, log):
+def _serve_bound(args, sockets, make_engine, identity, listen, open_storage):
+    """Drop root (-u), then serve on the bound ``sockets``: in this
+    process, or in ``-t`` worker processes."""
+    from .server.app import Server, run
+    from .server.privilege import PrivilegeError, become
+    from .server.workers import Supervisor
+    try:                                   # root's work is done: -u USER
+        become(args.account, args.data_dir, args.unix_socket)
+    except PrivilegeError as error:
+        print(error, file=sys.stderr)
+        return error.status
+    if args.threads == 1:
+        storage = _storage(open_storage)
+        if storage is None:
+            return 1
+        return run(Server(make_engine(storage), identity, listen,
+                          sockets=sockets[0]))
+
+    def serve_worker(sockets, shared, slot):
+        # After the fork: this worker's own LMDB environment.
+        return run(Server(make_engine(open_storage()), identity, listen,
+                          sockets=sockets, shared=shared,
+                          threads=args.threads))
+    return Supervisor(args.threads, serve_worker, listen,
+                      sockets=sockets).run()
+
+
+def _storage(open_storage):
     """The storage, opened as the user the daemon now is; None, logged."""
     from .storage import StorageError
     try:
         return open_storage()
     except (StorageError, OSError) as error:
-        log.error("%s", error)
+        logging.getLogger("securecache").error("%s", error)
         return None
 
 
