@@ -158,6 +158,44 @@ def test_requested_certificate_is_optional(tmp_path, pki):
         assert daemon.stop() == 0
 
 
+def test_a_login_maps_the_user_first_then_the_certificate(tmp_path, pki):
+    """-Y: the session keeps the certificate among its facts, so a login
+    resolves user > cert > address (docs/design.md, "Who is the client")."""
+    readonly = "system_u:system_r:securecache_readonly_t:s0"
+    users = tmp_path / "users"
+    users.write_text("alice:secret\ncarol:pw\n")
+    contexts = peer_contexts(tmp_path)
+    contexts.write_text(f"user alice {readonly}\n" + contexts.read_text())
+    daemon = Daemon(tmp_path, "-Z", "--tls-cert", str(pki.server.cert),
+                    "--tls-key", str(pki.server.key), "--tls-ca",
+                    str(pki.ca.cert), "--tls-verify", "request", "-Y",
+                    str(users), "--mac", "policy", "--peer-contexts",
+                    str(contexts)).start()
+
+    def whoami_after_login(pair, user, password):
+        data = f"{user} {password}".encode()
+        context = client_context(pki, pair)
+        with socket.create_connection(("127.0.0.1", daemon.port), 5) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(b"set auth 0 0 %d\r\n%s\r\nwhoami\r\n"
+                            % (len(data), data))
+                reply = b""
+                while reply.count(b"\r\n") < 2:
+                    chunk = tls.recv(4096)
+                    assert chunk, reply
+                    reply += chunk
+                return reply
+    try:
+        assert whoami_after_login(pki.batch, "carol", "pw") == \
+            f"STORED\r\nCONTEXT {APP}\r\n".encode()      # no user line
+        assert whoami_after_login(pki.batch, "alice", "secret") == \
+            f"STORED\r\nCONTEXT {readonly}\r\n".encode()
+        assert whoami_after_login(None, "carol", "pw") == \
+            f"STORED\r\nCONTEXT {LOCAL}\r\n".encode()
+    finally:
+        assert daemon.stop() == 0
+
+
 def test_sighup_reloads_the_certificate(tmp_path, pki):
     cert, key = tmp_path / "live.pem", tmp_path / "live.key"
     cert.write_bytes(pki.server.cert.read_bytes())
