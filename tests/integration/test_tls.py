@@ -66,6 +66,19 @@ def raw_call(daemon, pki, pair, line: bytes) -> tuple[bytes, dict]:
             return reply, tls.getpeercert()
 
 
+def whoami(daemon, pki, pair) -> bytes:
+    return raw_call(daemon, pki, pair, b"whoami\r\n")[0]
+
+
+def context_line(context: str) -> bytes:
+    return f"CONTEXT {context}\r\n".encode()
+
+
+def verifying(tmp_path, pki, mode: str) -> Daemon:
+    return tls_daemon(tmp_path, pki, "--tls-ca", str(pki.ca.cert),
+                      "--tls-verify", mode)
+
+
 @pytest.mark.parametrize("threads", ["1", "2"])
 def test_round_trip_with_pymemcache(tmp_path, pki, threads):
     daemon = tls_daemon(tmp_path, pki, "-t", threads)
@@ -99,10 +112,8 @@ def test_client_certificate_gives_the_context_the_mac_enforces(tmp_path, pki):
                     "ssl_verify_mode=2", "--mac", "policy", "--peer-contexts",
                     str(peer_contexts(tmp_path)), "--durability", "async").start()
     try:
-        assert raw_call(daemon, pki, pki.batch, b"whoami\r\n")[0] == \
-            f"CONTEXT {APP}\r\n".encode()
-        assert raw_call(daemon, pki, pki.other, b"whoami\r\n")[0] == \
-            f"CONTEXT {LOCAL}\r\n".encode()        # no cert line: by address
+        assert whoami(daemon, pki, pki.batch) == context_line(APP)
+        assert whoami(daemon, pki, pki.other) == context_line(LOCAL)  # by address
         batch, web = client(daemon, pki, pki.batch), client(daemon, pki, pki.other)
         assert batch.set("job:1", b"batch secret")
         assert web.set("web:1", b"web secret")
@@ -128,8 +139,7 @@ def test_client_certificate_gives_the_context_the_mac_enforces(tmp_path, pki):
 
 
 def test_required_certificate_refuses_others(tmp_path, pki):
-    daemon = tls_daemon(tmp_path, pki, "--tls-ca", str(pki.ca.cert),
-                        "--tls-verify", "require")
+    daemon = verifying(tmp_path, pki, "require")
     try:
         for pair in (None, pki.stranger):      # none; another CA's batch-42
             with pytest.raises(REFUSED):
@@ -145,15 +155,12 @@ def test_required_certificate_refuses_others(tmp_path, pki):
 
 
 def test_requested_certificate_is_optional(tmp_path, pki):
-    daemon = tls_daemon(tmp_path, pki, "--tls-ca", str(pki.ca.cert),
-                        "--tls-verify", "request")
+    daemon = verifying(tmp_path, pki, "request")
     try:
-        assert raw_call(daemon, pki, None, b"whoami\r\n")[0] == \
-            f"CONTEXT {LOCAL}\r\n".encode()
-        assert raw_call(daemon, pki, pki.batch, b"whoami\r\n")[0] == \
-            f"CONTEXT {APP}\r\n".encode()
+        assert whoami(daemon, pki, None) == context_line(LOCAL)
+        assert whoami(daemon, pki, pki.batch) == context_line(APP)
         with pytest.raises(REFUSED):               # sent, it must verify
-            raw_call(daemon, pki, pki.stranger, b"whoami\r\n")
+            whoami(daemon, pki, pki.stranger)
     finally:
         assert daemon.stop() == 0
 
@@ -186,12 +193,13 @@ def test_a_login_maps_the_user_first_then_the_certificate(tmp_path, pki):
                     reply += chunk
                 return reply
     try:
+        stored = b"STORED\r\n"
         assert whoami_after_login(pki.batch, "carol", "pw") == \
-            f"STORED\r\nCONTEXT {APP}\r\n".encode()      # no user line
+            stored + context_line(APP)                     # no user line
         assert whoami_after_login(pki.batch, "alice", "secret") == \
-            f"STORED\r\nCONTEXT {readonly}\r\n".encode()
+            stored + context_line(readonly)
         assert whoami_after_login(None, "carol", "pw") == \
-            f"STORED\r\nCONTEXT {LOCAL}\r\n".encode()
+            stored + context_line(LOCAL)
     finally:
         assert daemon.stop() == 0
 
