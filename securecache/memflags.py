@@ -136,17 +136,17 @@ def _tls_flags(p) -> None:
     p.add_argument("-Z", "--enable-ssl", action="store_true",
                    help="TLS on every TCP listener (the UNIX socket stays "
                         "plain, as in memcached); needs --tls-cert")
-    p.add_argument("--tls-cert", help="certificate chain, PEM (-o "
+    p.add_argument("--tls-cert", metavar="FILE", help="certificate chain, PEM (-o "
                    "ssl_chain_cert=FILE)")
-    p.add_argument("--tls-key", help="private key, PEM (-o ssl_key=FILE; "
+    p.add_argument("--tls-key", metavar="FILE", help="private key, PEM (-o ssl_key=FILE; "
                    "default: in the --tls-cert file)")
-    p.add_argument("--tls-ca", help="CA certificates that sign client "
+    p.add_argument("--tls-ca", metavar="FILE", help="CA certificates that sign client "
                    "certificates, PEM (-o ssl_ca_cert=FILE)")
     p.add_argument("--tls-verify", choices=("none", "request", "require"),
                    help="client certificates: none asked for, requested "
                         "(verified when sent) or required (-o "
                         "ssl_verify_mode=0|1|2|3; default: none)")
-    p.add_argument("--tls-ciphers", help="OpenSSL cipher list for TLS 1.2 "
+    p.add_argument("--tls-ciphers", metavar="LIST", help="OpenSSL cipher list for TLS 1.2 "
                    "(-o ssl_ciphers=LIST; default: OpenSSL's)")
 
 

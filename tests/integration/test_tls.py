@@ -88,6 +88,8 @@ def test_round_trip_with_pymemcache(tmp_path, pki, threads):
         assert mc.get("greeting") == b"hello over TLS"
         assert mc.get_many(["greeting", "missing"]) == {
             "greeting": b"hello over TLS"}
+        big = bytes(range(256)) * 3600              # ~900 KB: many records
+        assert mc.set("big", big) and mc.get("big") == big
         mc.close()
         assert "(TLS: TLS certificate" in daemon.log()
         # a plaintext client on the TLS port gets no reply
