@@ -236,6 +236,37 @@ def test_sighup_reloads_the_certificate(tmp_path, pki):
         assert daemon.stop() == 0
 
 
+def negotiated(daemon, pki, maximum) -> tuple[str, str]:
+    """(TLS version, cipher) of a handshake by a client capped at
+    ``maximum``."""
+    context = client_context(pki)
+    context.maximum_version = maximum
+    with socket.create_connection(("127.0.0.1", daemon.port), 5) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(b"version\r\n")
+            assert tls.recv(100) == b"VERSION 1.6.18\r\n"
+            return tls.version(), tls.cipher()[0]
+
+
+def test_ciphers_and_minimum_version(tmp_path, pki):
+    cipher = "ECDHE-ECDSA-AES256-GCM-SHA384"
+    (tmp_path / "a").mkdir()
+    daemon = tls_daemon(tmp_path / "a", pki, "--tls-ciphers", cipher)
+    try:
+        assert negotiated(daemon, pki, ssl.TLSVersion.TLSv1_2) == \
+            ("TLSv1.2", cipher)
+    finally:
+        assert daemon.stop() == 0
+    (tmp_path / "b").mkdir()
+    daemon = tls_daemon(tmp_path / "b", pki, "-o", "ssl_min_version=3")
+    try:
+        assert negotiated(daemon, pki, ssl.TLSVersion.TLSv1_3)[0] == "TLSv1.3"
+        with pytest.raises(ssl.SSLError):
+            negotiated(daemon, pki, ssl.TLSVersion.TLSv1_2)
+    finally:
+        assert daemon.stop() == 0
+
+
 def serve(tmp_path, *flags) -> subprocess.CompletedProcess:
     return subprocess.run([str(SECURECACHE), "serve", *as_root(),
                            "--data-dir", str(tmp_path / "d"), *flags],
@@ -253,6 +284,8 @@ def serve(tmp_path, *flags) -> subprocess.CompletedProcess:
     (["-Z", "--tls-cert", "CERT", "--tls-key", "ROGUE"], 1,
      "cannot load the TLS certificate"),
     (["-Z", "--tls-cert", "/nonexistent.pem"], 1, "No such file"),
+    (["-Z", "--tls-cert", "CERT", "--tls-key", "KEY", "--tls-ciphers",
+      "NO-SUCH-CIPHER"], 1, "TLS ciphers 'NO-SUCH-CIPHER'"),
     (["-o", "ssl_verify_mode=4"], 2, "-o ssl_verify_mode is 0 to 3"),
     (["-o", "ssl_min_version=1"], 2, "TLS 1.0 and 1.1 are not served"),
     (["-o", "ssl_kernel_tls"], 2, "not offloaded to the kernel"),
@@ -260,7 +293,8 @@ def serve(tmp_path, *flags) -> subprocess.CompletedProcess:
 ])
 def test_impossible_tls_settings_are_refused(tmp_path, pki, flags, status,
                                              message):
-    files = {"CERT": str(pki.server.cert), "ROGUE": str(pki.stranger.key)}
+    files = {"CERT": str(pki.server.cert), "KEY": str(pki.server.key),
+             "ROGUE": str(pki.stranger.key)}
     port = [] if "-p" in flags else ["-p", str(free_port())]
     result = serve(tmp_path, *port, *[files.get(f, f) for f in flags])
     assert result.returncode == status, result.stderr
