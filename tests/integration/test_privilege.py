@@ -184,3 +184,22 @@ def test_audit_log_others_could_tamper_with_is_refused(tmp_path):
     assert real.read_text() == ""
     daemon = Daemon(tmp_path, "--audit-log", str(real)).start()
     assert daemon.stop() == 0
+
+
+def test_hand_over_takes_only_what_root_made_for_the_daemon(tmp_path):
+    """The data directory and LMDB's two files change owner; a hard link
+    (another file of root's under LMDB's name) or a symlink does not."""
+    from securecache.server.privilege import _hand_over, _owned_paths
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "data.mdb").write_bytes(b"")
+    precious = tmp_path / "precious"
+    precious.write_bytes(b"root's")
+    os.link(precious, data / "lock.mdb")
+    (data / "other").symlink_to(precious)
+    for path in _owned_paths(str(data), str(data / "other")):
+        _hand_over(path, NOBODY)
+    assert owner_and_mode(data)[0] == NOBODY.pw_uid
+    assert owner_and_mode(data / "data.mdb")[0] == NOBODY.pw_uid
+    assert owner_and_mode(precious)[0] == 0
+    assert os.lstat(data / "other").st_uid == 0
