@@ -1,8 +1,8 @@
 """`securecache <command>`: serve, policy build.
 
 ``serve`` takes memcached's flags where they mean the same (-p -l -s -a -c
--m -M -I -v -vv -vvv -U 0 -A -Y -S -B -P -R -C -b -o -D -F -X -L; see
-``memflags``) plus its own (--data-dir, durability, MAC).
+-m -M -I -v -vv -vvv -U 0 -A -Y -S -B -P -R -C -b -o -D -F -X -L -u -Z; see
+``memflags``) plus its own (--data-dir, durability, MAC, --tls-*).
 """
 
 from __future__ import annotations
@@ -151,9 +151,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def serve(args) -> int:
-    """Open storage and the security server, then serve until stopped."""
-    from .server.app import Server, run
-    from .server.workers import Supervisor
+    """Open storage and the security server, bind the listeners, drop root
+    (-u), then serve until stopped."""
+    from .server.workers import bind
 
     log = _logging(args)
     problem = _refusal(args)
@@ -167,12 +167,12 @@ def serve(args) -> int:
     opened = _open(args, log)
     if opened is None:
         return 1
-    mac, identity, context_for_user, users, open_storage = opened
+    mac, identity, context_for_user, users, open_storage, tls = opened
     if mac.warning:
         log.warning("%s", mac.warning)
     log.info("mac=%s enforcing=%s cache context %s", mac.mode,
              mac.enforcing, mac.cache_context)
-    listen = _listen(args, users)
+    listen = _listen(args, users, tls)
 
     def make_engine(storage):
         engine = _engine(args, storage, mac, users)
@@ -180,15 +180,66 @@ def serve(args) -> int:
         return engine
 
     with _pidfile(args.pidfile):
-        if args.threads == 1:
-            return run(Server(make_engine(open_storage()), identity, listen))
+        try:
+            sockets = bind(listen, args.threads)
+        except OSError as error:
+            log.error("cannot listen: %s", error)
+            return 1
+        try:
+            return _serve_bound(args, sockets, make_engine, identity, listen,
+                                open_storage)
+        finally:
+            _unlink(args.unix_socket, log)
 
-        def serve_worker(sockets, shared, slot):
-            # After the fork: this worker's own LMDB environment.
-            return run(Server(make_engine(open_storage()), identity, listen,
-                              sockets=sockets, shared=shared,
-                              threads=args.threads))
-        return Supervisor(args.threads, serve_worker, listen).run()
+
+def _serve_bound(args, sockets, make_engine, identity, listen, open_storage):
+    """Drop root (-u), then serve on the bound ``sockets``: in this
+    process, or in ``-t`` worker processes."""
+    from .server.app import Server, run
+    from .server.privilege import PrivilegeError, become
+    from .server.workers import Supervisor
+    try:                                   # root's work is done: -u USER
+        become(args.account, args.data_dir, args.unix_socket)
+    except PrivilegeError as error:
+        print(error, file=sys.stderr)
+        return error.status
+    if args.threads == 1:
+        storage = _storage(open_storage)
+        if storage is None:
+            return 1
+        return run(Server(make_engine(storage), identity, listen,
+                          sockets=sockets[0]))
+
+    def serve_worker(sockets, shared, slot):
+        # After the fork: this worker's own LMDB environment.
+        return run(Server(make_engine(open_storage()), identity, listen,
+                          sockets=sockets, shared=shared,
+                          threads=args.threads))
+    return Supervisor(args.threads, serve_worker, listen,
+                      sockets=sockets).run()
+
+
+def _storage(open_storage):
+    """The storage, opened as the user the daemon now is; None, logged."""
+    from .storage import StorageError
+    try:
+        return open_storage()
+    except (StorageError, OSError) as error:
+        logging.getLogger("securecache").error("%s", error)
+        return None
+
+
+def _unlink(path: str | None, log) -> None:
+    """Remove a file the daemon made (UNIX socket, pid file); after -u the
+    directory may not be the daemon's to change: say so, go on."""
+    if not path:
+        return
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        log.warning("cannot remove %s: %s", path, error)
 
 
 def _logging(args) -> logging.Logger:
@@ -206,10 +257,16 @@ def _open(args, log):
     open the storage (checked once here); None after logging why not."""
     from .engine.auth import AuthFileError, Users
     from .security import SecurityError, open_mac, peer
+    from .server.privilege import check_audit_path
+    from .server.tls import TLS
     from .storage import Storage, StorageError
     try:
         if args.threads < 1:
             raise ValueError("-t needs at least 1 worker")
+        unsafe = check_audit_path(args.audit_log)
+        if unsafe:
+            raise ValueError(unsafe)
+        tls = TLS(args.tls) if args.tls else None      # read while root
         mac = open_mac(mode=args.mac, policy=args.policy,
                        booleans=args.booleans, permissive=args.permissive,
                        cache_context=args.cache_context, audit=args.audit_log)
@@ -226,9 +283,9 @@ def _open(args, log):
         log.error("%s", error)
         return None
 
-    def identity(sock):
+    def identity(sock, peercert=None):
         try:
-            facts = peer.facts(sock)
+            facts = peer.facts(sock, peercert)
         except peer.PeerError as error:
             log.warning("cannot identify a client: %s", error)
             return None, {}
@@ -237,11 +294,12 @@ def _open(args, log):
     def context_for_user(session, user):
         return peer.resolve(contexts, default=default, user=user,
                             **session.facts)
-    return mac, identity, context_for_user, users, open_storage
+    return mac, identity, context_for_user, users, open_storage, tls
 
 
 def _engine(args, storage, mac, users):
     from .engine import Engine
+    from .server.tls import settings_rows
     engine = Engine(storage, mac, max_item_size=args.max_item_size,
                     evictions=not args.disable_evictions,
                     version=MEMCACHED_VERSION,    # clients parse 1.6.18
@@ -257,13 +315,14 @@ def _engine(args, storage, mac, users):
                        ("binding_protocol", args.protocol),
                        ("tcp_backlog", args.listen_backlog),
                        ("idle_timeout", args.idle_timeout),
-                       ("num_threads", args.threads)]
+                       ("num_threads", args.threads),
+                       *settings_rows(args.tls)]
     return engine
 
 
-def _listen(args, users):
+def _listen(args, users, tls):
     from .server.app import Listen
-    return Listen(addresses=args.addresses if args.port else [],
+    return Listen(tls=tls, addresses=args.addresses if args.port else [],
                   port=args.port, unix_path=args.unix_socket,
                   unix_mask=args.unix_mask, max_connections=args.conn_limit,
                   idle_timeout=args.idle_timeout, auth=users is not None,
@@ -289,6 +348,25 @@ def _refusal(args) -> tuple[str, int] | None:
     except ValueError as error:
         return str(error), 2
     args.idle_timeout = args.options.get("idle_timeout", args.idle_timeout)
+    return _tls_or_root_refusal(args)
+
+
+def _tls_or_root_refusal(args) -> tuple[str, int] | None:
+    """-Z's settings into ``args.tls`` (memcached's sentence when they
+    cannot serve), then memcached's refusals to run as root without -u or
+    as an unknown user; the account to become into ``args.account``."""
+    from .server.privilege import PrivilegeError, lookup, root_refusal
+    from .server.tls import settings
+    args.tls, problem = settings(args, args.options)
+    if problem is not None:
+        return problem, EX_USAGE
+    problem = root_refusal(args.user)
+    if problem is not None:
+        return problem, EX_USAGE
+    try:
+        args.account = lookup(args.user)
+    except PrivilegeError as error:
+        return str(error), error.status
     return None
 
 
@@ -312,8 +390,7 @@ def _pidfile(path: str | None):
     try:
         yield
     finally:
-        if path:
-            Path(path).unlink(missing_ok=True)
+        _unlink(path, logging.getLogger("securecache"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,9 @@
 """memcached's command-line flags for ``securecache serve``.
 
 How this works: ``add_memcached_flags`` adds to the serve parser the
-memcached flags that mean the same here (``-B -P -R -C -b -o -D -F -X -L``,
-``-l ADDR:PORT``), each with its help text and default, and the ones that
+memcached flags that mean the same here (``-B -P -R -C -b -o -D -F -X -L
+-u -Z``, ``-l ADDR:PORT``, and the TLS files), each with its help text and
+default, and the ones that
 cannot apply as ``Refused`` actions: using one stops argument parsing with a
 sentence saying why. ``extended`` reads ``-o`` lists; ``listen_addresses``
 reads ``-l``. No import of ours: the CLI applies the result.
@@ -33,10 +34,30 @@ EXTENDED = {
     "modern": ("flag", "memcached 1.6: currently nothing"),
     "maxconns_fast": ("flag", "a client over -c gets an error and is "
                               "closed at once (always so here)"),
+    "ssl_chain_cert": ("str", "the TLS certificate chain, PEM (--tls-cert)"),
+    "ssl_key": ("str", "its private key, PEM, unless in the chain file "
+                       "(--tls-key)"),
+    "ssl_ca_cert": ("str", "the CAs of client certificates, PEM "
+                           "(--tls-ca)"),
+    "ssl_verify_mode": ("int", "client certificates: 0 none, 1 request, "
+                               "2 require, 3 once (= require) "
+                               "(--tls-verify)"),
+    "ssl_ciphers": ("str", "OpenSSL cipher list for TLS 1.2 "
+                           "(--tls-ciphers)"),
+    "ssl_min_version": ("int", "lowest TLS version: 2 (TLS 1.2, the "
+                               "default) or 3 (TLS 1.3)"),
+    "ssl_session_cache": ("flag", "TLS session resumption: OpenSSL's "
+                                  "server-side cache is always on here"),
 }
 REFUSED_EXTENDED = (
     ("ext_", "no extstore: items are on disk in LMDB already"),
-    ("ssl_", "TLS is not served"),
+    ("ssl_keyformat", "keys are read as PEM; convert another format with "
+                      "`openssl pkey`"),
+    ("ssl_wbuf_size", "the event loop's TLS transport sizes its own "
+                      "buffers"),
+    ("ssl_kernel_tls", "TLS runs in the process (Python's ssl module), "
+                       "not offloaded to the kernel"),
+    ("ssl_", "not a TLS option of securecache (see --tls-*)"),
     ("hash", "items are in LMDB's B+tree: there is no hash table"),
     ("slab_", "there is no slab allocator"),
     ("lru_", "eviction is oldest-written first, no LRU segments to tune"),
@@ -102,12 +123,36 @@ def add_memcached_flags(p) -> None:
                    help="accepted: the LMDB map is the kernel's to page "
                         "(transparent huge pages apply as the host sets "
                         "them); nothing more to do")
+    p.add_argument("-u", "--user", help="when started as root: the user to "
+                   "become once the listeners are bound and the data "
+                   "directory is open (as memcached, root refuses to run "
+                   "without it; -u root keeps root)")
+    _tls_flags(p)
     for flag, reason in REFUSED.items():
         p.add_argument(flag, action=Refused, help=f"refused: {reason}")
 
 
+def _tls_flags(p) -> None:
+    p.add_argument("-Z", "--enable-ssl", action="store_true",
+                   help="TLS on every TCP listener (the UNIX socket stays "
+                        "plain, as in memcached); needs --tls-cert")
+    p.add_argument("--tls-cert", metavar="FILE", help="certificate chain, PEM (-o "
+                   "ssl_chain_cert=FILE)")
+    p.add_argument("--tls-key", metavar="FILE", help="private key, PEM (-o ssl_key=FILE; "
+                   "default: in the --tls-cert file)")
+    p.add_argument("--tls-ca", metavar="FILE", help="CA certificates that sign client "
+                   "certificates, PEM (-o ssl_ca_cert=FILE)")
+    p.add_argument("--tls-verify", choices=("none", "request", "require"),
+                   help="client certificates: none asked for, requested "
+                        "(verified when sent) or required (-o "
+                        "ssl_verify_mode=0|1|2|3; default: none)")
+    p.add_argument("--tls-ciphers", metavar="LIST", help="OpenSSL cipher list for TLS 1.2 "
+                   "(-o ssl_ciphers=LIST; default: OpenSSL's)")
+
+
 def extended(values: list[str]) -> dict[str, object]:
-    """The -o options as {name: int or True}; ValueError says why not."""
+    """The -o options as {name: int, str or True}; ValueError says why
+    not."""
     options: dict[str, object] = {}
     for item in ",".join(values).split(","):
         if not item:
@@ -118,15 +163,27 @@ def extended(values: list[str]) -> dict[str, object]:
             reason = next(why for prefix, why in REFUSED_EXTENDED
                           if name.startswith(prefix))
             raise ValueError(f"-o {name}: {reason}")
-        if kind == "int":
-            if not value.isdigit():
-                raise ValueError(f"-o {name} needs a number: {name}=N")
-            options[name] = int(value)
-        else:
-            options[name] = True
-    if options.get("slab_automove", 0) > 2:
-        raise ValueError("-o slab_automove is 0, 1 or 2")
+        options[name] = _value(name, kind, value)
+    for name, highest in (("slab_automove", 2), ("ssl_verify_mode", 3),
+                          ("ssl_min_version", 3)):
+        if options.get(name, 0) > highest:
+            raise ValueError(f"-o {name} is 0 to {highest}")
+    if options.get("ssl_min_version", 2) < 2:
+        raise ValueError("-o ssl_min_version: TLS 1.0 and 1.1 are not "
+                         "served (2: TLS 1.2, 3: TLS 1.3)")
     return options
+
+
+def _value(name: str, kind: str, value: str) -> object:
+    if kind == "int":
+        if not value.isdigit():
+            raise ValueError(f"-o {name} needs a number: {name}=N")
+        return int(value)
+    if kind == "str":
+        if not value:
+            raise ValueError(f"-o {name} needs a value: {name}=VALUE")
+        return value
+    return True
 
 
 def listen_addresses(text: str, port: int) -> tuple[list[str], int]:

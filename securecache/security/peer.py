@@ -6,11 +6,13 @@ section 3, "Who is the client"):
   1. the peer's own SELinux label (SO_PEERSEC: a UNIX socket on an SELinux
      host, or labeled networking);
   2. the authenticated user (SASL PLAIN / text auth) mapped by `user` lines;
-  3. the UNIX socket peer's uid (SO_PEERCRED) mapped by `uid` lines;
-  4. the TCP source address mapped by `net` lines;
-  5. the configured default (--default-client-context), else the file's
+  3. the subject of the client's verified TLS certificate mapped by `cert`
+     lines (a CA vouches for it, wherever the client connects from);
+  4. the UNIX socket peer's uid (SO_PEERCRED) mapped by `uid` lines;
+  5. the TCP source address mapped by `net` lines;
+  6. the configured default (--default-client-context), else the file's
      `default` line;
-  6. none: the connection is refused.
+  7. none: the connection is refused.
 
 peer_contexts format: one rule per line, `KIND MATCH CONTEXT`; `#` starts a
 comment; within a kind the first matching line wins:
@@ -18,9 +20,16 @@ comment; within a kind the first matching line wins:
     net      ADDR[/PREFIX] | *    TCP source address or network (IPv4/IPv6)
     uid      N | N-M | *           UNIX socket peer uid (or uid range)
     user     NAME | *              authenticated user name
+    cert     ATTR=VALUE[,...] | *  verified TLS client certificate subject
     default  -                     everything else
 
-IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) match IPv4 rules.
+IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) match IPv4 rules. A `cert`
+match names subject attributes by their short names (CN O OU C ST L DC
+emailAddress serialNumber UID); every pair must be in the subject (an
+attribute given twice in the subject matches either value), compared
+exactly; values cannot hold a comma or white space. `*` matches any
+verified certificate. Only a certificate that verified against the CA
+file (--tls-ca) is a fact: without one the `cert` lines are skipped.
 """
 
 import dataclasses
@@ -34,7 +43,13 @@ from .servers import SecurityError, context_syntax_ok
 SO_PEERSEC = getattr(socket, "SO_PEERSEC", 31)
 SO_PEERCRED = getattr(socket, "SO_PEERCRED", 17)
 _CRED = struct.Struct("3i")
-KINDS = ("net", "uid", "user", "default")
+KINDS = ("net", "uid", "user", "cert", "default")
+# getpeercert()'s long attribute names -> the short ones `cert` lines use
+SUBJECT_NAMES = {"commonName": "CN", "organizationName": "O",
+                 "organizationalUnitName": "OU", "countryName": "C",
+                 "stateOrProvinceName": "ST", "localityName": "L",
+                 "domainComponent": "DC", "emailAddress": "emailAddress",
+                 "serialNumber": "serialNumber", "userId": "UID"}
 
 
 class PeerContextsError(SecurityError, ValueError):
@@ -92,6 +107,19 @@ def _user_matcher(text):
     return lambda user: user == text
 
 
+def _cert_matcher(text):
+    wanted = []
+    for pair in text.split(","):
+        name, sep, value = pair.partition("=")
+        if not sep or not value or name not in SUBJECT_NAMES.values():
+            raise ValueError(f"bad certificate subject match {pair!r} "
+                             f"(ATTR=VALUE, ATTR one of "
+                             f"{' '.join(SUBJECT_NAMES.values())})")
+        wanted.append((name, value))
+    return lambda subject: subject is not None and all(
+        pair in subject for pair in wanted)
+
+
 def _default_matcher(text):
     if text != "-":
         raise ValueError(f"default takes '-' as its match, not {text!r}")
@@ -99,7 +127,8 @@ def _default_matcher(text):
 
 
 MATCHERS = {"net": _net_matcher, "uid": _uid_matcher,
-            "user": _user_matcher, "default": _default_matcher}
+            "user": _user_matcher, "cert": _cert_matcher,
+            "default": _default_matcher}
 
 
 def normalize_address(address):
@@ -177,6 +206,11 @@ class PeerContexts:
         """Context for an authenticated user name, or None."""
         return self.lookup("user", user) if user is not None else None
 
+    def for_cert(self, subject):
+        """Context for a verified certificate's subject (cert_subject()),
+        or None."""
+        return self.lookup("cert", subject) if subject is not None else None
+
     def for_uid(self, uid):
         """Context for a UNIX socket peer uid, or None."""
         return self.lookup("uid", uid) if uid is not None else None
@@ -229,16 +263,29 @@ def peer_cred(sock):
     return PeerCred(*_CRED.unpack(raw))
 
 
-def resolve(contexts, *, peer_label=None, user=None, uid=None, address=None, default=None):
+def cert_subject(peercert):
+    """The subject of a verified client certificate as ((ATTR, VALUE), ...)
+    with short names (SUBJECT_NAMES; others keep OpenSSL's long name), from
+    ``SSLObject.getpeercert()``; None when there is none: no TLS, no
+    certificate sent, or not verified (getpeercert() is then None or {})."""
+    if not peercert or not peercert.get("subject"):
+        return None
+    return tuple((SUBJECT_NAMES.get(name, name), value)
+                 for rdn in peercert["subject"] for name, value in rdn)
+
+
+def resolve(contexts, *, peer_label=None, user=None, cert=None, uid=None,
+            address=None, default=None):
     """The client context, in DESIGN order: peer label > authenticated user
-    > UNIX peer uid > TCP address > `default` (the command line's) > the
-    file's default line > None (refuse the connection)."""
+    > verified certificate subject > UNIX peer uid > TCP address >
+    `default` (the command line's) > the file's default line > None
+    (refuse the connection)."""
     if peer_label:
         return peer_label
     candidates = ()
     if contexts is not None:
-        candidates = (contexts.for_user(user), contexts.for_uid(uid),
-                      contexts.for_address(address))
+        candidates = (contexts.for_user(user), contexts.for_cert(cert),
+                      contexts.for_uid(uid), contexts.for_address(address))
     for context in candidates:
         if context is not None:
             return context
@@ -247,18 +294,20 @@ def resolve(contexts, *, peer_label=None, user=None, uid=None, address=None, def
     return contexts.default if contexts is not None else None
 
 
-def facts(sock):
+def facts(sock, peercert=None):
     """What identifies a connected socket's peer, as resolve() keywords:
-    its SELinux label (SO_PEERSEC), its uid (SO_PEERCRED, UNIX) and its
-    address (TCP)."""
+    its SELinux label (SO_PEERSEC), its uid (SO_PEERCRED, UNIX), its
+    address (TCP) and, for TLS, its verified certificate's subject
+    (``peercert``: the TLS transport's getpeercert(), see cert_subject)."""
     cred = peer_cred(sock)
     address = None
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         address = sock.getpeername()
-    return {"peer_label": peer_label(sock),
+    return {"peer_label": peer_label(sock), "cert": cert_subject(peercert),
             "uid": cred.uid if cred else None, "address": address}
 
 
-def identify(sock, contexts, *, user=None, default=None):
+def identify(sock, contexts, *, user=None, default=None, peercert=None):
     """resolve() for a connected socket (see facts())."""
-    return resolve(contexts, user=user, default=default, **facts(sock))
+    return resolve(contexts, user=user, default=default,
+                   **facts(sock, peercert))

@@ -5,9 +5,11 @@ an asyncio loop (uvloop when installed), admits each connection (the
 connection limit, the client's security context from ``security.peer``,
 then ``kv_cache:connect`` through the engine), and ticks the engine once a
 second (delayed flushes, expiry sweep; with async durability, a sync every
-``sync_interval``). SIGTERM and SIGINT stop accepting, let the batch in
-flight commit and its replies go out, close the store and return 0;
-SIGHUP reloads the security policy.
+``sync_interval``). With ``-Z`` the TCP listeners speak TLS (``tls``); a
+verified client certificate is one of the identity facts. SIGTERM and
+SIGINT stop accepting, let the batch in flight commit and its replies go
+out, close the store and return 0; SIGHUP reloads the security policy
+(and the TLS certificate).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..engine import Engine, Session
 from ..security import SecurityError
 from .lanes import WriteLane
 from .shared import SharedStats
+from .tls import HANDSHAKE_TIMEOUT
 from .workers import bind
 from .connection import Connection
 
@@ -48,6 +51,7 @@ class Listen:
     sync_interval: float = 1.0
     protocol: str = "auto"          # -B: auto (by the first byte), ascii, binary
     backlog: int = 1024             # -b
+    tls: object = None              # -Z: a tls.TLS for the TCP listeners
 
 
 class Server:
@@ -90,7 +94,9 @@ class Server:
             self.rejected_connections += 1
             transport.write(b"ERROR Too many open connections\r\n")
             return None
-        scontext, facts = self.identity(sock)
+        # a TLS transport: the verified client certificate, else None
+        scontext, facts = self.identity(sock,
+                                        transport.get_extra_info("peercert"))
         if scontext is None:
             self.rejected_connections += 1
             log.warning("refused %s: no security context", conn.peer)
@@ -168,8 +174,12 @@ class Server:
                 server = await loop.create_unix_server(factory, sock=sock)
                 log.info("listening on unix socket %s", self.listen.unix_path)
             else:
-                server = await loop.create_server(factory, sock=sock)
-                log.info("listening on %s port %d", *sock.getsockname()[:2])
+                tls = self.listen.tls
+                server = await loop.create_server(
+                    factory, sock=sock, ssl=tls.context if tls else None,
+                    ssl_handshake_timeout=HANDSHAKE_TIMEOUT if tls else None)
+                log.info("listening on %s port %d%s", *sock.getsockname()[:2],
+                         f" (TLS: {tls.describe()})" if tls else "")
             self.servers.append(server)
         self.unlink_unix = owned
 
@@ -232,6 +242,8 @@ class Server:
             self.engine.mac.reload()
         except SecurityError as error:
             log.error("policy reload failed, keeping the old one: %s", error)
+        if self.listen.tls:
+            self.listen.tls.reload()          # memcached's refresh_certs
 
     async def _shutdown(self) -> None:
         log.info("shutting down")

@@ -93,14 +93,16 @@ def _die_with(supervisor: int) -> None:
 class Supervisor:
     """Forks ``count`` workers and keeps them running (see module doc)."""
 
-    def __init__(self, count: int, serve_worker, listen) -> None:
+    def __init__(self, count: int, serve_worker, listen,
+                 sockets: list[list[socket.socket]] | None = None) -> None:
         """``serve_worker(sockets, shared, slot)`` serves in a worker until
-        it stops and returns the worker's exit status."""
+        it stops and returns the worker's exit status; ``sockets``: what
+        ``bind`` gave (before dropping root), else ``run`` binds."""
         self.count = count
         self.serve_worker = serve_worker
         self.listen = listen
         self.shared = SharedStats(count)
-        self.sockets: list[list[socket.socket]] = []
+        self.sockets: list[list[socket.socket]] = sockets or []
         self.children: dict[int, int] = {}          # pid -> slot
         self.started: dict[int, float] = {}         # slot -> start time
         self.quick_deaths = 0
@@ -110,7 +112,7 @@ class Supervisor:
     def run(self) -> int:
         """Serve until stopped; the daemon's exit status."""
         try:
-            self.sockets = bind(self.listen, self.count)
+            self.sockets = self.sockets or bind(self.listen, self.count)
         except OSError as error:
             log.error("cannot listen: %s", error)
             return 1
@@ -204,6 +206,9 @@ class Supervisor:
             for sock in sockets:
                 sock.close()
         path = self.listen.unix_path
-        if path and os.path.exists(path):
-            os.unlink(path)
+        try:
+            if path and os.path.exists(path):
+                os.unlink(path)
+        except OSError as error:          # after -u: maybe not ours to remove
+            log.warning("cannot remove %s: %s", path, error)
         log.info("stopped")

@@ -20,6 +20,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def as_root(flags=()) -> list[str]:
+    """``-u root`` when the tests run as root and ``flags`` name no user:
+    serve, as memcached, refuses to run as root without -u."""
+    return ["-u", "root"] if os.geteuid() == 0 and "-u" not in flags else []
+
+
 def wait_for_port(port: int, process: subprocess.Popen, timeout=20.0,
                   host="127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
@@ -49,7 +55,7 @@ class Daemon:
     def command(self) -> list[str]:
         return [str(SECURECACHE), "serve", "--data-dir", str(self.data_dir),
                 "-l", "127.0.0.1", "-p", str(self.port),
-                "-s", self.socket_path, *self.extra]
+                "-s", self.socket_path, *as_root(self.extra), *self.extra]
 
     def start(self) -> "Daemon":
         for attempt in range(3):

@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from .daemons import SECURECACHE
+from .daemons import SECURECACHE, as_root
 from .proto_support import (CLOSED, CasMap, Conn, RealMemcached, bin_request,
                             bin_responses, bin_set, daemon_and_memcached,
                             metadump, normalise_meta, parse_metadump,
@@ -184,7 +184,7 @@ def test_bug11_version_parses_as_memcached(pair):
 @pytest.mark.parametrize("flags", [["-m", "0"], ["-m", "1"],
                                    ["-m", "4", "-I", "3m"]])
 def test_bug2_impossible_sizes_are_refused_at_start(tmp_path, flags):
-    ours = subprocess.run([str(SECURECACHE), "serve", "--data-dir",
+    ours = subprocess.run([str(SECURECACHE), "serve", *as_root(), "--data-dir",
                            str(tmp_path / "d"), "-p", "0", *flags],
                           capture_output=True, text=True, timeout=30)
     theirs = subprocess.run(["memcached", "-p", "0", "-U", "0", "-u", "root",

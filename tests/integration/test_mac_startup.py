@@ -5,6 +5,7 @@ kv_item, clearly; --mac=off says so loudly at start and in `stats`.
 from __future__ import annotations
 
 import subprocess
+import time
 
 import pytest
 
@@ -85,6 +86,10 @@ def test_mac_off_warns_at_start_and_in_stats(tmp_path):
                                           stderr=stderr)
     try:
         wait_for_port(daemon.port, daemon.process)
+        deadline = time.monotonic() + 20     # listeners are bound before
+        while "ready" not in err.read_text():  # the storage opens
+            assert time.monotonic() < deadline, err.read_text()
+            time.sleep(0.05)
         text = err.read_text()
         warning = [line for line in text.splitlines() if "MAC IS OFF" in line]
         assert len(warning) == 1, text

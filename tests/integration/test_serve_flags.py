@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from .daemons import SECURECACHE, Daemon, free_port
+from .daemons import SECURECACHE, Daemon, as_root, free_port
 from .proto_support import Conn, bin_request, bin_responses, start_daemon
 from .test_fidelity import started_with
 
 
 def serve(tmp_path, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SECURECACHE), "serve", "--data-dir",
-                           str(tmp_path / "d"), *flags],
+    return subprocess.run([str(SECURECACHE), "serve", *as_root(flags),
+                           "--data-dir", str(tmp_path / "d"), *flags],
                           capture_output=True, text=True, timeout=30)
 
 
@@ -33,7 +33,7 @@ def test_listen_addr_port_pidfile_backlog_reqs(tmp_path):
     pidfile = tmp_path / "sc.pid"
     d = Daemon(tmp_path, "-l", f"127.0.0.1:{port}", "-P", str(pidfile),
                "-b", "64", "-R", "5", "-L", port=port)
-    d.command = lambda: [str(SECURECACHE), "serve", "--data-dir",
+    d.command = lambda: [str(SECURECACHE), "serve", *as_root(), "--data-dir",
                          str(d.data_dir), *d.extra]
     d.start()
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pymemcache.client.base import Client
 
-from .daemons import free_port, wait_for_port
+from .daemons import as_root, free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,7 +41,8 @@ def _serve(venv: Path, cwd: Path, env: dict, *args: str) -> str:
     port = free_port()
     log = cwd / f"serve-{port}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([str(venv / "bin" / "securecache"), "serve", "--data-dir", "D",
+        proc = subprocess.Popen([str(venv / "bin" / "securecache"), "serve", *as_root(),
+                                 "--data-dir", "D",
                                  "-p", str(port), *args], cwd=cwd, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     try:

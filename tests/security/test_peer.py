@@ -3,13 +3,14 @@
 import ipaddress
 import os
 import socket
+import ssl
 
 import pytest
 
 from securecache.security import policybuild
 from securecache.security.peer import (
-    PeerContexts, PeerContextsError, identify, normalize_address, peer_cred,
-    peer_label, resolve,
+    PeerContexts, PeerContextsError, cert_subject, identify, normalize_address,
+    peer_cred, peer_label, resolve,
 )
 
 import sechelpers as H
@@ -179,3 +180,94 @@ def test_normalize_address():
     assert normalize_address(("fe80::1%eth0", 1, 0, 2)) == ipaddress.ip_address("fe80::1")
     assert normalize_address("") is None and normalize_address(None) is None
     assert normalize_address(b"\0abstract") is None
+
+
+# ------------------------------------------------------------ cert kind
+CERTS = f"""
+cert   O=acme,OU=batch,CN=batch-42   {H.APP}
+cert   CN=batch-42                   {H.APP2}   # any other issuer's batch-42
+cert   OU=web                        {H.TENANT}
+user   alice                         {H.READONLY}
+net    127.0.0.0/8                   {H.LOCAL}
+"""
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    import tlscerts
+    return tlscerts.make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def handshake(pki, client_pair, verify=ssl.CERT_REQUIRED):
+    """A real TLS handshake in memory between a server context like the
+    daemon's and a client presenting ``client_pair``: the server side's
+    getpeercert() (what the TLS transport's "peercert" gives)."""
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(pki.server.cert, pki.server.key)
+    server_ctx.load_verify_locations(cafile=pki.ca.cert)
+    server_ctx.verify_mode = verify
+    import tlscerts
+    client_ctx = tlscerts.client_context(pki, client_pair)
+    bios = [ssl.MemoryBIO() for _ in range(4)]
+    server = server_ctx.wrap_bio(bios[0], bios[1], server_side=True)
+    client = client_ctx.wrap_bio(bios[2], bios[3], server_hostname="localhost")
+    for _ in range(10):
+        for side, outgoing, peer_in in ((client, bios[3], bios[0]),
+                                        (server, bios[1], bios[2])):
+            try:
+                side.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            peer_in.write(outgoing.read())
+    return server.getpeercert()
+
+
+def test_cert_subject_of_a_verified_certificate(pki):
+    subject = cert_subject(handshake(pki, pki.batch))
+    assert subject == (("O", "acme"), ("OU", "batch"), ("CN", "batch-42"))
+
+
+def test_unverified_or_absent_certificate_is_no_fact(pki):
+    assert cert_subject(handshake(pki, None, ssl.CERT_OPTIONAL)) is None
+    assert cert_subject(None) is None and cert_subject({}) is None
+
+
+def test_cert_lines_match_every_named_attribute():
+    contexts = PeerContexts.parse(CERTS, "certs")
+    batch = (("O", "acme"), ("OU", "batch"), ("CN", "batch-42"))
+    assert contexts.for_cert(batch) == H.APP
+    assert contexts.for_cert((("O", "other"), ("CN", "batch-42"))) == H.APP2
+    assert contexts.for_cert((("OU", "ops"), ("OU", "web"))) == H.TENANT
+    assert contexts.for_cert((("CN", "batch-4"),)) is None     # exact values
+    assert contexts.for_cert(None) is None
+
+
+def test_cert_comes_after_the_user_and_before_uid_and_address():
+    contexts = PeerContexts.parse(CERTS, "certs")
+    batch = (("O", "acme"), ("OU", "batch"), ("CN", "batch-42"))
+    assert resolve(contexts, user="alice", cert=batch, address="127.0.0.1") == H.READONLY
+    assert resolve(contexts, user="bob", cert=batch, address="127.0.0.1") == H.APP
+    assert resolve(contexts, cert=batch, address="127.0.0.1") == H.APP
+    assert resolve(contexts, cert=(("CN", "x"),), address="127.0.0.1") == H.LOCAL
+
+
+@pytest.mark.parametrize("line, message", [
+    (f"cert CN {H.APP}", "bad certificate subject match 'CN'"),
+    (f"cert CN= {H.APP}", "bad certificate subject match 'CN='"),
+    (f"cert commonName=x {H.APP}", "bad certificate subject match .commonName=x. .ATTR=VALUE, ATTR one of CN O OU"),
+    (f"cert CN=a,,O=b {H.APP}", "bad certificate subject match ''"),
+])
+def test_bad_cert_lines_name_the_line(line, message):
+    with pytest.raises(PeerContextsError, match="certs:1: " + message):
+        PeerContexts.parse(line, "certs")
+
+
+def test_identify_passes_the_certificate(pki):
+    contexts = PeerContexts.parse(CERTS, "certs")
+    peercert = handshake(pki, pki.batch)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        with socket.create_connection(listener.getsockname()) as c:
+            conn, _ = listener.accept()
+            with conn:
+                assert identify(conn, contexts) == H.LOCAL
+                assert identify(conn, contexts, peercert=peercert) == H.APP

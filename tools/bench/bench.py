@@ -66,7 +66,7 @@ def configs(data: Path, port: str = "PORT") -> list[Config]:
     """The servers, with ``PORT`` standing for the port each gets."""
     memcached = shutil.which("memcached") or "/usr/bin/memcached"
     root = ["-u", "root"] if os.geteuid() == 0 else []
-    base = [str(SECURECACHE), "serve", "-l", "127.0.0.1", "-p", str(port),
+    base = [str(SECURECACHE), "serve", *root, "-l", "127.0.0.1", "-p", str(port),
             "-m", "1024", "--audit-log", "none"]
     return [
         Config("memcached", [memcached, "-l", "127.0.0.1", "-p", str(port),
