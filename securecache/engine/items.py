@@ -181,7 +181,9 @@ def _invalidating(request: ev.Store, record: Record) -> bool:
 
 
 def _write(op, request, key, old, record, exptime):
-    if len(record.value) > op.max_item_size or op.engine.full:
+    if op.engine.full:
+        return _out_of_memory(op)
+    if len(record.value) > op.max_item_size:
         return ev.ServerError("out of memory storing object")
     absolute = absolute_exptime(exptime, op.now)
     if absolute == EXPIRED:
@@ -195,6 +197,13 @@ def _write(op, request, key, old, record, exptime):
     op.stored(key)
     op.counters["total_items"] += 1
     return ev.Done(Status.STORED, shown_cas(op, record.cas), record.flags)
+
+
+def _out_of_memory(op) -> ev.ServerError:
+    """A write refused because the cache is full and evictions are off
+    (-M): counted as memcached counts it, in ``outofmemory``."""
+    op.counters["outofmemory"] += 1
+    return ev.ServerError("out of memory storing object")
 
 
 def _creatable(op, key: bytes) -> int:
@@ -337,7 +346,7 @@ def _autocreate(op, request: ev.Arith):
     if request.initial is None:
         return Status.NOT_FOUND
     if op.engine.full:
-        return ev.ServerError("out of memory storing object")
+        return _out_of_memory(op)
     label_id = _creatable(op, request.key)            # kv_item:create
     absolute = absolute_exptime(request.exptime, op.now)
     if absolute == EXPIRED:
