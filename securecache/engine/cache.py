@@ -11,36 +11,59 @@ from __future__ import annotations
 
 from ..protocol import events as ev
 from ..protocol.events import Status
-from ..storage import Record
+from ..storage import Record, absolute_exptime
 from . import admin
+from .access import Session
 from .detail import tunables
 from .items import item, live
 
 
 def flush_all(op, request: ev.FlushAll):
     """flush_all [delay]: kv_cache:flush, then every item the client may
-    remove (unless the server was started with -F)."""
+    remove (unless the server was started with -F). A delay (seconds, or an
+    absolute unix time past 30 days, as memcached reads it) is kept in
+    LMDB and fires at its second (see ``hidden_by_flush``)."""
     if not tunables(op.engine).flush_enabled:
         return ev.Disabled("flush_all")
     op.access.require_cache(op.session, "flush")      # kv_cache:flush
     op.counters["cmd_flush"] += 1
-    if request.delay > 0:
-        op.engine.schedule_flush(op.session, op.now + request.delay)
+    due = absolute_exptime(request.delay, op.now) if request.delay > 0 else 0
+    if due > op.now:
+        if not op.engine.schedule_flush(op.txn, op.session, due):
+            return ev.ServerError("too many delayed flushes pending")
         return Status.OK
+    op.engine.cancel_flush(op.txn, op.session)
     flush_items(op)
     return Status.OK
 
 
-def flush_items(op) -> int:
-    """Remove every item the client may ``remove``; the count removed."""
+def flush_items(op, before: int | None = None) -> int:
+    """Remove every item the client may ``remove`` (with ``before``: those
+    stored before that second); the count removed."""
     removed = 0
     for key, record in list(op.txn.scan()):
+        if before is not None and record.mtime >= before and \
+                not record.expired(op.now):
+            continue
         # kv_item:remove, per item: flush_all never removes what it may not.
         if record.expired(op.now) or op.allowed(record, "remove", key,
                                                 audit=False):
             op.txn.delete(key, record)
             removed += 1
     return removed
+
+
+def hidden_by_flush(op, key: bytes, record) -> bool:
+    """A delayed flush is due but its housekeeping job has not run yet
+    (ticks are a second apart): the items it will remove are gone already
+    for every client, so that it fires at its second, as memcached's."""
+    for due, context in op.txn.due_flushes(op.now):
+        # kv_item:remove for the flush's client context, as when it fires.
+        if record.mtime < due and op.access.allowed(
+                Session(context.decode()), op.txn, record, "remove", key,
+                audit=False):
+            return True
+    return False
 
 
 def stats(op, request: ev.Stats):

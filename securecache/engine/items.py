@@ -14,7 +14,7 @@ from ..protocol import events as ev
 from ..protocol.events import Status, StoreMode
 from ..storage import (EXPIRED, STALE, TOKEN_SENT, Record,
                        absolute_exptime)
-from . import detail
+from . import cache, detail
 from .access import AccessDenied
 from .op import wants_token
 
@@ -24,8 +24,14 @@ U64_MOD = 1 << 64
 def live(op, key: bytes) -> Record | None:
     """The item under ``key`` if it exists and has not expired."""
     record = op.txn.get(key)
-    if record is not None and record.expired(op.now):
+    if record is None:
+        return None
+    if record.expired(op.now):
         op.expired(key, record)
+        return None
+    if op.txn.due_flushes(op.now) and cache.hidden_by_flush(op, key, record):
+        if op.txn.write:            # a write replaces it: drop it first
+            op.txn.delete(key, record)
         return None
     return record
 

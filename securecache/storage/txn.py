@@ -29,6 +29,7 @@ from .records import Record, decode, encode
 
 U32 = struct.Struct(">I")
 U64 = struct.Struct(">Q")
+FLUSH_PREFIX = b"flush:"     # meta: flush:CONTEXT -> due time (u32 BE)
 
 
 class Txn:
@@ -48,6 +49,7 @@ class Txn:
         self.written = 0            # bytes put, for the engine's size checks
         self._new_labels: dict[bytes, int] = {}
         self._last_label: int | None = None
+        self._flushes: list[tuple[int, bytes]] | None = None
 
     # ------------------------------------------------------ lifecycle
     def __enter__(self) -> "Txn":
@@ -201,6 +203,40 @@ class Txn:
             self.delete(key, record)
             removed += 1
         return removed
+
+    # -------------------------------------------------- delayed flushes
+    def flushes(self) -> list[tuple[int, bytes]]:
+        """Pending delayed flushes, (due time, client context), due first
+        (read once per transaction: a read snapshot does not change)."""
+        if self._flushes is None:
+            found = []
+            cursor = self.txn.cursor(db=self.meta)
+            if cursor.set_range(FLUSH_PREFIX):
+                for key, raw in cursor.iternext():
+                    key = bytes(key)
+                    if not key.startswith(FLUSH_PREFIX):
+                        break
+                    found.append((U32.unpack(raw)[0],
+                                  key[len(FLUSH_PREFIX):]))
+            self._flushes = sorted(found)
+        return self._flushes
+
+    def due_flushes(self, now: int) -> list[tuple[int, bytes]]:
+        """The pending flushes whose time has come."""
+        flushes = self.flushes()
+        if not flushes or flushes[0][0] > now:
+            return []
+        return [flush for flush in flushes if flush[0] <= now]
+
+    def put_flush(self, context: bytes, due: int) -> None:
+        """Keep (or replace) ``context``'s delayed flush, due at ``due``."""
+        self.txn.put(FLUSH_PREFIX + context, U32.pack(due), db=self.meta)
+        self._flushes = None
+
+    def drop_flush(self, context: bytes) -> None:
+        """Forget ``context``'s delayed flush (done, or replaced)."""
+        self.txn.delete(FLUSH_PREFIX + context, db=self.meta)
+        self._flushes = None
 
     # ----------------------------------------------------------- labels
     def label(self, label_id: int) -> bytes | None:
