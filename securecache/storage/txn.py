@@ -154,13 +154,18 @@ class Txn:
             self.txn.delete(U32.pack(record.exptime) + key, db=self.expiry)
         self.txn.delete(U64.pack(record.cas) + key, db=self.age)
 
-    def scan(self, prefix: bytes = b"") -> Iterator[tuple[bytes, Record]]:
-        """Items in key order, from the B+tree, whose key starts with ``prefix``."""
+    def scan(self, prefix: bytes = b"", after: bytes | None = None
+             ) -> Iterator[tuple[bytes, Record]]:
+        """Items in key order, from the B+tree, whose key starts with
+        ``prefix``; with ``after``, only those whose key follows it."""
         cursor = self.txn.cursor(db=self.items)
-        if not cursor.set_range(prefix):
+        start = prefix if after is None or after < prefix else after
+        if not cursor.set_range(start):
             return
         for key, raw in cursor:
             key = bytes(key)
+            if key == after:
+                continue
             if not key.startswith(prefix):
                 return
             yield key, decode(raw)

@@ -97,3 +97,56 @@ def test_delayed_flush_as_absolute_time(engine, clock):
     assert pending(engine) == [(clock.now + 3, LOCAL.encode())]
     clock.now += 3
     assert get(engine, b"a") == {}
+
+
+def fill(engine, count, scontext=LOCAL, prefix=b"k"):
+    session = Session(scontext)
+    engine.execute([(session, ev.Store(StoreMode.SET, b"%s%05d" % (prefix, i),
+                                       0, 0, b"v")) for i in range(count)])
+
+
+def slices(engine, request, scontext=LOCAL):
+    """Every part of a sliced read, as the server runs it."""
+    session, parts = Session(scontext), []
+    while True:
+        reply = engine.read(session, request)
+        engine.release_reader()          # each slice: a new snapshot
+        if type(reply) is not ev.More:
+            return parts + [reply]
+        parts.append(reply.part)
+        request = reply.rest
+
+
+def test_metadump_answers_in_slices_after_the_last_key(engine):
+    fill(engine, 4500)
+    parts = slices(engine, ev.MetaDump())
+    assert [len(p.items) for p in parts] == [2000, 2000, 500]
+    assert [p.more for p in parts] == [True, True, False]
+    keys = [i.key for p in parts for i in p.items]
+    assert keys == [b"k%05d" % i for i in range(4500)]
+
+
+def test_slices_scan_a_bounded_number_of_hidden_items(engine):
+    app = "system_u:system_r:securecache_app_t:s0"
+    fill(engine, 4100, app, b"a")
+    fill(engine, 3, LOCAL, b"m")
+    parts = slices(engine, ev.MetaDump())
+    assert [len(p.items) for p in parts] == [0, 0, 3]   # 2000 scanned each
+    parts = slices(engine, ev.MetaDump(b"m"))
+    assert [len(p.items) for p in parts] == [3]
+
+
+def test_cachedump_answers_in_slices_and_keeps_its_limit(engine):
+    fill(engine, 4500)
+    parts = slices(engine, ev.CacheDump(1, 3000))
+    assert [len(p.items) for p in parts] == [2000, 1000]
+    assert [p.more for p in parts] == [True, False]
+    parts = slices(engine, ev.CacheDump(1, 0))
+    keys = [i.key for p in parts for i in p.items]
+    assert keys == [b"k%05d" % i for i in range(4500)]
+
+
+def test_listing_in_a_write_group_is_answered_whole(engine):
+    fill(engine, 2500)
+    reply = run(engine, ev.MetaDump())
+    assert type(reply) is ev.KeyList and len(reply.items) == 2500
