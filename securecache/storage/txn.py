@@ -25,6 +25,9 @@ from __future__ import annotations
 import struct
 from typing import Iterator
 
+import lmdb
+
+from .errors import translate
 from .records import Record, decode, encode
 
 U32 = struct.Struct(">I")
@@ -69,14 +72,19 @@ class Txn:
             raise
 
     def commit(self) -> None:
-        """Write counters back and commit; then publish new labels."""
+        """Write counters back and commit; then publish new labels. A
+        commit that fails because the disk is full raises ``OutOfSpace``."""
         if self.write:
             if self._cas is not None:
                 self.txn.put(b"cas", U64.pack(self._cas), db=self.meta)
             if self._last_label is not None:
                 self.txn.put(b"last_label", U32.pack(self._last_label),
                              db=self.meta)
-        self.txn.commit()
+        try:
+            self.txn.commit()
+        except lmdb.Error as error:
+            raise translate(error, self.storage.path, self.written) \
+                from error
         for context, label_id in self._new_labels.items():
             self.storage.labels[label_id] = context
             self.storage.label_ids[context] = label_id
