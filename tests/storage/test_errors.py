@@ -45,3 +45,23 @@ def test_commit_on_a_full_tmpfs_raises_out_of_space(tmp_path):
         storage.close()
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_failed_commit_releases_the_writer(tmp_path):
+    """Issue 9 defect 3: a commit that failed (the map full while its meta
+    puts wrote the counters back) kept LMDB's writer: every later write
+    transaction failed and the daemon stopped."""
+    storage = Storage(tmp_path / "d", map_size=1 << 20)
+    with pytest.raises(lmdb.Error):
+        with storage.txn(True) as txn:
+            txn.next_cas()                        # written back at commit
+            try:
+                for i in range(10_000):           # bounded: 40 MB
+                    txn.txn.put(b"k%d" % i, b"x" * 4000, db=txn.items)
+            except lmdb.MapFullError:
+                pass                              # the commit fails instead
+    with storage.txn(True) as txn:
+        txn.txn.put(b"after", b"1", db=txn.items)
+    with storage.txn(False) as txn:
+        assert txn.txn.get(b"after", db=txn.items) == b"1"
+    storage.close()
