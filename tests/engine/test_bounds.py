@@ -4,6 +4,7 @@ LMDB (bounded, coalesced, exact at their second), scans answered in slices."""
 from __future__ import annotations
 
 from securecache.engine import Engine, Session
+from securecache.engine.cache import SLICE
 from securecache.protocol import events as ev
 from securecache.protocol.events import Status, StoreMode
 from securecache.storage import Storage
@@ -118,35 +119,35 @@ def slices(engine, request, scontext=LOCAL):
 
 
 def test_metadump_answers_in_slices_after_the_last_key(engine):
-    fill(engine, 4500)
+    fill(engine, 2 * SLICE + 500)
     parts = slices(engine, ev.MetaDump())
-    assert [len(p.items) for p in parts] == [2000, 2000, 500]
+    assert [len(p.items) for p in parts] == [SLICE, SLICE, 500]
     assert [p.more for p in parts] == [True, True, False]
     keys = [i.key for p in parts for i in p.items]
-    assert keys == [b"k%05d" % i for i in range(4500)]
+    assert keys == [b"k%05d" % i for i in range(2 * SLICE + 500)]
 
 
 def test_slices_scan_a_bounded_number_of_hidden_items(engine):
     app = "system_u:system_r:securecache_app_t:s0"
-    fill(engine, 4100, app, b"a")
+    fill(engine, 2 * SLICE + 100, app, b"a")
     fill(engine, 3, LOCAL, b"m")
     parts = slices(engine, ev.MetaDump())
-    assert [len(p.items) for p in parts] == [0, 0, 3]   # 2000 scanned each
+    assert [len(p.items) for p in parts] == [0, 0, 3]   # SLICE scanned each
     parts = slices(engine, ev.MetaDump(b"m"))
     assert [len(p.items) for p in parts] == [3]
 
 
 def test_cachedump_answers_in_slices_and_keeps_its_limit(engine):
-    fill(engine, 4500)
-    parts = slices(engine, ev.CacheDump(1, 3000))
-    assert [len(p.items) for p in parts] == [2000, 1000]
+    fill(engine, 2 * SLICE + 500)
+    parts = slices(engine, ev.CacheDump(1, SLICE + 300))
+    assert [len(p.items) for p in parts] == [SLICE, 300]
     assert [p.more for p in parts] == [True, False]
     parts = slices(engine, ev.CacheDump(1, 0))
     keys = [i.key for p in parts for i in p.items]
-    assert keys == [b"k%05d" % i for i in range(4500)]
+    assert keys == [b"k%05d" % i for i in range(2 * SLICE + 500)]
 
 
 def test_listing_in_a_write_group_is_answered_whole(engine):
-    fill(engine, 2500)
+    fill(engine, SLICE + 500)
     reply = run(engine, ev.MetaDump())
-    assert type(reply) is ev.KeyList and len(reply.items) == 2500
+    assert type(reply) is ev.KeyList and len(reply.items) == SLICE + 500
