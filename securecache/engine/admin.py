@@ -11,9 +11,11 @@ an attempt on it).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..protocol import events as ev
 from ..protocol.events import Status
-from . import detail
+from . import cache, detail
 from .items import live
 
 MEMLIMIT_MIN = 8                 # megabytes, memcached's floor
@@ -37,18 +39,18 @@ def oversized(op, request: ev.Oversized):
 def cachedump(op, request: ev.CacheDump):
     """stats cachedump CLASS LIMIT: kv_cache:getattr, then the keys of
     class 1 (all items) the client may getattr, at most LIMIT (0: all);
-    not with -X."""
+    not with -X. Answered in slices, as metadump (``cache.sliced``)."""
     if not detail.tunables(op.engine).dump_enabled:
         return ev.Disabled("cachedump")
     op.access.require_cache(op.session, "getattr")    # kv_cache:getattr
     if request.slab_class != 1:
         return ev.Dump([])
-    items, size = [], 0
-    for key, record in op.txn.scan():
-        # kv_item:getattr per key; hidden keys are simply not listed.
-        if record.expired(op.now) or not op.allowed(record, "getattr", key,
-                                                    audit=False):
-            continue
+    items, size = [], request.size
+    for key, record in cache.sliced(op, b"", request.after):
+        if key is None:                         # the slice is full
+            left = request.limit and request.limit - len(items)
+            return ev.More(ev.Dump(items, more=True), replace(
+                request, limit=left, after=record, size=size))
         items.append(ev.Item(key, record.flags, None, record.cas,
                              record.exptime, len(record.value)))
         size += len(key) + 32

@@ -9,38 +9,68 @@ label extensions check ``kv_item`` permissions on the item.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..protocol import events as ev
 from ..protocol.events import Status
-from ..storage import Record
+from ..storage import Record, absolute_exptime
 from . import admin
+from .access import Session
 from .detail import tunables
 from .items import item, live
+
+SLICE = 1000          # items a listing scans per slice
 
 
 def flush_all(op, request: ev.FlushAll):
     """flush_all [delay]: kv_cache:flush, then every item the client may
-    remove (unless the server was started with -F)."""
+    remove (unless the server was started with -F). A delay (seconds, or an
+    absolute unix time past 30 days, as memcached reads it) is kept in
+    LMDB and fires at its second (see ``hidden_by_flush``)."""
     if not tunables(op.engine).flush_enabled:
         return ev.Disabled("flush_all")
     op.access.require_cache(op.session, "flush")      # kv_cache:flush
     op.counters["cmd_flush"] += 1
-    if request.delay > 0:
-        op.engine.schedule_flush(op.session, op.now + request.delay)
+    due = absolute_exptime(request.delay, op.now) if request.delay > 0 else 0
+    if due > op.now:
+        if not op.engine.schedule_flush(op.txn, op.session, due):
+            return ev.ServerError("too many delayed flushes pending")
         return Status.OK
+    op.engine.cancel_flush(op.txn, op.session)
     flush_items(op)
     return Status.OK
 
 
-def flush_items(op) -> int:
-    """Remove every item the client may ``remove``; the count removed."""
-    removed = 0
-    for key, record in list(op.txn.scan()):
+def flush_items(op, before: int | None = None) -> int:
+    """Remove every item the client may ``remove`` (with ``before``: those
+    stored before that second); the count removed. Only what goes is kept
+    in memory, so a flush that removes little allocates little (the
+    loop's clients are not stalled by a collection of a million records)."""
+    doomed = []
+    for key, record in op.txn.scan():
+        if record.expired(op.now):
+            doomed.append((key, record))
+        elif before is not None and record.mtime >= before:
+            continue
         # kv_item:remove, per item: flush_all never removes what it may not.
-        if record.expired(op.now) or op.allowed(record, "remove", key,
-                                                audit=False):
-            op.txn.delete(key, record)
-            removed += 1
-    return removed
+        elif op.allowed(record, "remove", key, audit=False):
+            doomed.append((key, record))
+    for key, record in doomed:
+        op.txn.delete(key, record)
+    return len(doomed)
+
+
+def hidden_by_flush(op, key: bytes, record) -> bool:
+    """A delayed flush is due but its housekeeping job has not run yet
+    (ticks are a second apart): the items it will remove are gone already
+    for every client, so that it fires at its second, as memcached's."""
+    for due, context in op.txn.due_flushes(op.now):
+        # kv_item:remove for the flush's client context, as when it fires.
+        if record.mtime < due and op.access.allowed(
+                Session(context.decode()), op.txn, record, "remove", key,
+                audit=False):
+            return True
+    return False
 
 
 def stats(op, request: ev.Stats):
@@ -86,19 +116,44 @@ def shutdown(op, request: ev.Shutdown):
 
 def metadump(op, request: ev.MetaDump):
     """lru_crawler metadump: keys the client may getattr, in key order
-    (unless the server was started with -X)."""
+    (unless the server was started with -X). Answered in slices of
+    ``SLICE`` items scanned, each from a new snapshot (see ``sliced``)."""
     if not tunables(op.engine).dump_enabled:
         return ev.Disabled("metadump")
     items = []
     if request.classes is not None and 1 not in request.classes:
         return ev.KeyList(items, op.now)        # every item is in class 1
-    for key, record in op.txn.scan(request.prefix):
+    for key, record in sliced(op, request.prefix, request.after):
+        if key is None:                         # the slice is full
+            return ev.More(ev.KeyList(items, op.now, more=True),
+                           replace(request, after=record))
+        items.append(item(op, key, record, False))
+    return ev.KeyList(items, op.now)
+
+
+def sliced(op, prefix: bytes, after: bytes | None):
+    """The items a listing shows (live, not hidden by a due flush, and
+    kv_item:getattr), from the key after ``after``; once ``SLICE`` items
+    were scanned, ``(None, last key scanned)`` ends the slice.
+
+    A listing in slices lets the other clients have their turn between
+    two slices; it is not one snapshot (nor is memcached's crawler): an
+    item written meanwhile may or may not be listed. In a write group (a
+    listing pipelined behind a write) it is not sliced: a group answers
+    whole."""
+    scanned, limit = 0, None if op.txn.write else SLICE
+    for key, record in op.txn.scan(prefix, after):
+        if scanned == limit:
+            yield None, after
+            return
+        scanned, after = scanned + 1, key
         # kv_item:getattr per key; hidden keys are simply not listed.
         if record.expired(op.now) or not op.allowed(record, "getattr", key,
                                                     audit=False):
             continue
-        items.append(item(op, key, record, False))
-    return ev.KeyList(items, op.now)
+        if op.txn.due_flushes(op.now) and hidden_by_flush(op, key, record):
+            continue
+        yield key, record
 
 
 def relabel(op, request: ev.Relabel):

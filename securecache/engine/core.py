@@ -258,32 +258,42 @@ class Engine:
         lazy, self.lazy_expired = list(self.lazy_expired), set()
         fetches, self.pending_access = self.pending_access, {}
         self.access_written.update(fetches)
-        now = int(self.clock())
-        due = [s for when, s in self.pending_flushes if when <= now]
-        self.pending_flushes = [(w, s) for w, s in self.pending_flushes
-                                if w > now]
-        return lambda: self._housekeeping(now, lazy, fetches, due)
+        return lambda: self._housekeeping(lazy, fetches)
 
     def tick(self) -> None:
         """Run the periodic work here and now (tests, single thread)."""
         self.apply(self.housekeeping()())
 
-    def _housekeeping(self, now, lazy, fetches, due) -> Effects:
+    def _housekeeping(self, lazy, fetches) -> Effects:
         """Due delayed flushes, lazy and swept expiry, remembered fetches.
         A storage error is logged and the sweep tried again at the next
         tick (no client waits for it)."""
         effects = Effects()
+        now = int(self.clock())
         try:
-            if due or fetches:
+            if fetches or self._flushes_due(now):
                 with self.storage.txn(True) as txn:
-                    for session in due:
-                        cache.flush_items(Op(self, txn, session, now,
-                                             effects))
+                    self._fire_flushes(txn, now, effects)
                     txn.record_access(fetches)
             self.reclaim_expired(SWEEP_BATCH, effects.counters, lazy)
         except lmdb.Error as error:
             log.warning("housekeeping postponed: %s", error)
         return effects
+
+    def _flushes_due(self, now: int) -> bool:
+        with self.storage.txn(False) as txn:
+            return bool(txn.due_flushes(now))
+
+    def _fire_flushes(self, txn: Txn, now: int, effects: Effects) -> None:
+        """Run the delayed flushes due by ``now``, each as its client
+        context, and consume their records in this write transaction (with
+        workers, ``-t``, whichever process commits first runs them; the
+        others find them gone). A flush removes what was stored before its
+        due second, not what came between that second and this tick."""
+        for due, context in txn.due_flushes(now):
+            session = Session(context.decode())
+            cache.flush_items(Op(self, txn, session, now, effects), due)
+            txn.drop_flush(context)
 
     def remember_fetch(self, key: bytes, when: int) -> None:
         """A hit on ``key``: written down by housekeeping unless it was
@@ -325,8 +335,25 @@ class Engine:
         counters["evictions"] += removed
         return removed
 
-    def schedule_flush(self, session: Session, when: int) -> None:
-        self.pending_flushes.append((when, session))
+    MAX_DELAYED_FLUSHES = 64     # client contexts with a flush pending
+
+    def schedule_flush(self, txn: Txn, session: Session, when: int) -> bool:
+        """Keep a delayed ``flush_all`` in LMDB (``meta``: due time per
+        client context), so that a restart keeps it. One per context: a
+        later one replaces it, as memcached keeps one; at most
+        ``MAX_DELAYED_FLUSHES`` contexts (False: refused, nothing kept)."""
+        context = session.scontext.encode()
+        pending = {other for _, other in txn.flushes()}
+        if context not in pending and len(pending) >= self.MAX_DELAYED_FLUSHES:
+            return False
+        txn.put_flush(context, when)
+        return True
+
+    @staticmethod
+    def cancel_flush(txn: Txn, session: Session) -> None:
+        """An immediate ``flush_all`` replaces the context's delayed one
+        (memcached: a flush_all resets the one pending flush time)."""
+        txn.drop_flush(session.scontext.encode())
 
     # -------------------------------------------------------------- stats
     def snapshot(self) -> Counter:

@@ -16,7 +16,7 @@ from ..protocol import events as ev
 from ..protocol.events import Status, StoreMode
 from ..storage import (EXPIRED, STALE, TOKEN_SENT, Record,
                        absolute_exptime)
-from . import detail
+from . import cache, detail
 from .access import AccessDenied
 from .op import wants_token
 
@@ -27,8 +27,14 @@ SLICE_BYTES = 256 << 10     # value bytes of one slice of a long get
 def live(op, key: bytes) -> Record | None:
     """The item under ``key`` if it exists and has not expired."""
     record = op.txn.get(key)
-    if record is not None and record.expired(op.now):
+    if record is None:
+        return None
+    if record.expired(op.now):
         op.expired(key, record)
+        return None
+    if op.txn.due_flushes(op.now) and cache.hidden_by_flush(op, key, record):
+        if op.txn.write:            # a write replaces it: drop it first
+            op.txn.delete(key, record)
         return None
     return record
 
@@ -236,7 +242,9 @@ def _invalidating(request: ev.Store, record: Record) -> bool:
 
 
 def _write(op, request, key, old, record, exptime):
-    if len(record.value) > op.max_item_size or op.engine.full:
+    if op.engine.full:
+        return _out_of_memory(op)
+    if len(record.value) > op.max_item_size:
         return ev.ServerError("out of memory storing object")
     absolute = absolute_exptime(exptime, op.now)
     if absolute == EXPIRED:
@@ -250,6 +258,13 @@ def _write(op, request, key, old, record, exptime):
     op.stored(key)
     op.counters["total_items"] += 1
     return ev.Done(Status.STORED, shown_cas(op, record.cas), record.flags)
+
+
+def _out_of_memory(op) -> ev.ServerError:
+    """A write refused because the cache is full and evictions are off
+    (-M): counted as memcached counts it, in ``outofmemory``."""
+    op.counters["outofmemory"] += 1
+    return ev.ServerError("out of memory storing object")
 
 
 def _creatable(op, key: bytes) -> int:
@@ -392,7 +407,7 @@ def _autocreate(op, request: ev.Arith):
     if request.initial is None:
         return Status.NOT_FOUND
     if op.engine.full:
-        return ev.ServerError("out of memory storing object")
+        return _out_of_memory(op)
     label_id = _creatable(op, request.key)            # kv_item:create
     absolute = absolute_exptime(request.exptime, op.now)
     if absolute == EXPIRED:

@@ -188,6 +188,8 @@ class CacheDump:
     slab_class: int
     limit: int
     tag: Any = None
+    after: bytes | None = None    # a later slice: go on after this key
+    size: int = 0                 # bytes listed by the earlier slices
 
 
 @dataclass(slots=True)
@@ -235,6 +237,7 @@ class MetaDump:
     prefix: bytes = b""
     classes: tuple[int, ...] | None = None
     tag: Any = None
+    after: bytes | None = None    # a later slice: go on after this key
 
 
 @dataclass(slots=True)
@@ -370,17 +373,21 @@ class Label:
 
 @dataclass(slots=True)
 class KeyList:
-    """metadump lines, already filtered by the policy, in key order."""
+    """metadump lines, already filtered by the policy, in key order;
+    ``more``: a slice, more lines follow (no END yet)."""
 
     items: list[Item]
     now: int = 0
+    more: bool = False
 
 
 @dataclass(slots=True)
 class Dump:
-    """stats cachedump lines: key, value length, absolute exptime (0: never)."""
+    """stats cachedump lines: key, value length, absolute exptime (0: never);
+    ``more``: a slice, more lines follow (no END yet)."""
 
     items: list[Item]
+    more: bool = False
 
 
 @dataclass(slots=True)

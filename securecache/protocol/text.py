@@ -455,14 +455,17 @@ def _write_keylist(reply: ev.KeyList, tag: int) -> bytes:
             quote_from_bytes(item.key, safe=b"").encode(),
             item.exptime or -1, item.last_access or reply.now, item.cas,
             b"yes" if item.fetched else b"no", item.size))
-    lines.append(b"END\r\n")
+    if not reply.more:                  # a slice: END comes with the last
+        lines.append(b"END\r\n")
     return b"".join(lines)
 
 
 def _write_dump(reply: ev.Dump, tag: int) -> bytes:
     lines = [b"ITEM %s [%d b; %d s]\r\n" % (item.key, item.size, item.exptime)
              for item in reply.items]
-    return b"".join(lines) + b"END\r\n"
+    if not reply.more:                  # a slice: END comes with the last
+        lines.append(b"END\r\n")
+    return b"".join(lines)
 
 
 WRITERS: dict[type, Callable] = {

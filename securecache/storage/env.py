@@ -26,6 +26,7 @@ from pathlib import Path
 
 import lmdb
 
+from .errors import translate
 from .txn import Txn
 
 SCHEMA_VERSION = 1
@@ -111,8 +112,12 @@ class Storage:
         reader.txn.abort()
 
     def sync(self) -> None:
-        """Force committed data to disk (async durability)."""
-        self.env.sync(True)
+        """Force committed data to disk (async durability); a full disk
+        raises ``OutOfSpace``."""
+        try:
+            self.env.sync(True)
+        except lmdb.Error as error:
+            raise translate(error, self.path, 0) from error
 
     def usage(self, txn: Txn) -> int:
         """Bytes in pages that hold data (the B+trees of every sub-db), as

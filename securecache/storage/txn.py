@@ -25,10 +25,14 @@ from __future__ import annotations
 import struct
 from typing import Iterator
 
+import lmdb
+
+from .errors import translate
 from .records import Record, decode, encode
 
 U32 = struct.Struct(">I")
 U64 = struct.Struct(">Q")
+FLUSH_PREFIX = b"flush:"     # meta: flush:CONTEXT -> due time (u32 BE)
 
 
 class Txn:
@@ -48,6 +52,7 @@ class Txn:
         self.written = 0            # bytes put, for the engine's size checks
         self._new_labels: dict[bytes, int] = {}
         self._last_label: int | None = None
+        self._flushes: list[tuple[int, bytes]] | None = None
 
     # ------------------------------------------------------ lifecycle
     def __enter__(self) -> "Txn":
@@ -67,14 +72,19 @@ class Txn:
             raise
 
     def commit(self) -> None:
-        """Write counters back and commit; then publish new labels."""
+        """Write counters back and commit; then publish new labels. A
+        commit that fails because the disk is full raises ``OutOfSpace``."""
         if self.write:
             if self._cas is not None:
                 self.txn.put(b"cas", U64.pack(self._cas), db=self.meta)
             if self._last_label is not None:
                 self.txn.put(b"last_label", U32.pack(self._last_label),
                              db=self.meta)
-        self.txn.commit()
+        try:
+            self.txn.commit()
+        except lmdb.Error as error:
+            raise translate(error, self.storage.path, self.written) \
+                from error
         for context, label_id in self._new_labels.items():
             self.storage.labels[label_id] = context
             self.storage.label_ids[context] = label_id
@@ -152,13 +162,18 @@ class Txn:
             self.txn.delete(U32.pack(record.exptime) + key, db=self.expiry)
         self.txn.delete(U64.pack(record.cas) + key, db=self.age)
 
-    def scan(self, prefix: bytes = b"") -> Iterator[tuple[bytes, Record]]:
-        """Items in key order, from the B+tree, whose key starts with ``prefix``."""
+    def scan(self, prefix: bytes = b"", after: bytes | None = None
+             ) -> Iterator[tuple[bytes, Record]]:
+        """Items in key order, from the B+tree, whose key starts with
+        ``prefix``; with ``after``, only those whose key follows it."""
         cursor = self.txn.cursor(db=self.items)
-        if not cursor.set_range(prefix):
+        start = prefix if after is None or after < prefix else after
+        if not cursor.set_range(start):
             return
         for key, raw in cursor:
             key = bytes(key)
+            if key == after:
+                continue
             if not key.startswith(prefix):
                 return
             yield key, decode(raw)
@@ -201,6 +216,40 @@ class Txn:
             self.delete(key, record)
             removed += 1
         return removed
+
+    # -------------------------------------------------- delayed flushes
+    def flushes(self) -> list[tuple[int, bytes]]:
+        """Pending delayed flushes, (due time, client context), due first
+        (read once per transaction: a read snapshot does not change)."""
+        if self._flushes is None:
+            found = []
+            cursor = self.txn.cursor(db=self.meta)
+            if cursor.set_range(FLUSH_PREFIX):
+                for key, raw in cursor.iternext():
+                    key = bytes(key)
+                    if not key.startswith(FLUSH_PREFIX):
+                        break
+                    found.append((U32.unpack(raw)[0],
+                                  key[len(FLUSH_PREFIX):]))
+            self._flushes = sorted(found)
+        return self._flushes
+
+    def due_flushes(self, now: int) -> list[tuple[int, bytes]]:
+        """The pending flushes whose time has come."""
+        flushes = self.flushes()
+        if not flushes or flushes[0][0] > now:
+            return []
+        return [flush for flush in flushes if flush[0] <= now]
+
+    def put_flush(self, context: bytes, due: int) -> None:
+        """Keep (or replace) ``context``'s delayed flush, due at ``due``."""
+        self.txn.put(FLUSH_PREFIX + context, U32.pack(due), db=self.meta)
+        self._flushes = None
+
+    def drop_flush(self, context: bytes) -> None:
+        """Forget ``context``'s delayed flush (done, or replaced)."""
+        self.txn.delete(FLUSH_PREFIX + context, db=self.meta)
+        self._flushes = None
 
     # ----------------------------------------------------------- labels
     def label(self, label_id: int) -> bytes | None:

@@ -279,6 +279,14 @@ REPLIES = [
     (ev.WhoAmI(tag=4), ev.Label("a:b:c:s0"), b"CONTEXT a:b:c:s0\r\n"),
     (ev.MetaDump(b""), ev.KeyList([ev.Item(b"a b", 0, None, 3, 0, 5)], 100),
      b"key=a%20b exp=-1 la=100 cas=3 fetch=no cls=1 size=5\nEND\r\n"),
+    # a slice of a long listing: no END until the last one
+    (ev.MetaDump(b"", after=b"a"), ev.KeyList(
+        [ev.Item(b"b", 0, None, 4, 0, 5)], 100, more=True),
+     b"key=b exp=-1 la=100 cas=4 fetch=no cls=1 size=5\n"),
+    (ev.MetaDump(b"", after=b"b"), ev.KeyList([], 100, more=True), b""),
+    (ev.CacheDump(1, 0), ev.Dump([ev.Item(b"k", 0, None, 1, 0, 2)],
+                                 more=True), b"ITEM k [2 b; 0 s]\r\n"),
+    (ev.CacheDump(1, 0, after=b"k"), ev.Dump([]), b"END\r\n"),
     (ev.Quit(), ev.Close(), b""),
 ]
 
