@@ -43,7 +43,7 @@ from collections import Counter
 import lmdb
 
 from ..protocol import events as ev
-from ..storage import Storage, Txn
+from ..storage import Storage, StorageFault, Txn
 from . import auth, cache, items, stats
 from .access import Access, AccessDenied, InvalidLabel, Session
 from .op import Effects, NeedsWrite, Op
@@ -86,7 +86,6 @@ class Engine:
         self.lazy_expired: set[bytes] = set()
         self.pending_access: dict[bytes, int] = {}
         self.access_written: dict[bytes, int] = {}
-        self.pending_flushes: list[tuple[int, Session]] = []
         self.server_stats = lambda group: []
         self.settings: list[tuple[str, object]] = []
         self.users: auth.Users | None = None
@@ -132,7 +131,7 @@ class Engine:
             return WRITE
         except lmdb.Error as error:
             self.release_reader()
-            return ev.ServerError(f"storage error: {error}")
+            return _storage_error(error)
 
     def release_reader(self) -> None:
         """Drop the read snapshot: the next read sees the latest commit."""
@@ -399,4 +398,8 @@ def _merge(into: Effects, other: Effects) -> None:
 
 
 def _storage_error(error: lmdb.Error) -> ev.ServerError:
+    """The one reply to a storage failure; storage's own errors (out of
+    space) say what they are, LMDB's are prefixed."""
+    if isinstance(error, StorageFault):
+        return ev.ServerError(str(error))
     return ev.ServerError(f"storage error: {error}")

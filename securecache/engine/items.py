@@ -106,6 +106,7 @@ def read_get(op, request: ev.Get) -> ev.Values | ev.More:
     moves the request to the write lane before anything is checked or
     counted."""
     txn, now, keys = op.txn, op.now, request.keys
+    flushing = txn.due_flushes(now)
     found = []
     for key in keys:
         record = txn.get(key)
@@ -113,6 +114,8 @@ def read_get(op, request: ev.Get) -> ev.Values | ev.More:
             if record.exptime and record.exptime <= now:
                 op.expired(key, record)
                 record = None
+            elif flushing and cache.hidden_by_flush(op, key, record):
+                record = None             # a due delayed flush removes it
             elif record.state and wants_token(record):
                 op.need_write()
         found.append(record)
