@@ -379,7 +379,8 @@ def _tunables(args):
                     slab_automove=args.options.get("slab_automove", 1),
                     reqs_per_event=args.max_reqs_per_event,
                     flush_enabled=not args.disable_flush_all,
-                    dump_enabled=not args.disable_dumping)
+                    dump_enabled=not args.disable_dumping,
+                    watch_enabled=not args.disable_watch)
 
 
 @contextlib.contextmanager

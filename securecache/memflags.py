@@ -1,7 +1,7 @@
 """memcached's command-line flags for ``securecache serve``.
 
 How this works: ``add_memcached_flags`` adds to the serve parser the
-memcached flags that mean the same here (``-B -P -R -C -b -o -D -F -X -L
+memcached flags that mean the same here (``-B -P -R -C -b -o -D -F -X -W -L
 -u -Z``, ``-l ADDR:PORT``, and the TLS files), each with its help text and
 default, and the ones that
 cannot apply as ``Refused`` actions: using one stops argument parsing with a
@@ -19,7 +19,6 @@ REFUSED = {
     "-k": "items live in a file-backed LMDB map paged by the kernel; "
           "locking it in memory (-k) does not apply",
     "-r": "set the core file limit with ulimit -c before starting",
-    "-W": "the watch command is not served",
     "-e": "items are always persistent in LMDB (--data-dir); no -e "
           "memory file",
     "-f": "there is no slab allocator (items live in LMDB): -f does not apply",
@@ -66,8 +65,8 @@ REFUSED_EXTENDED = (
     ("warm_", "eviction is oldest-written first, no LRU segments to tune"),
     ("temporary_ttl", "eviction is oldest-written first, no temporary LRU"),
     ("tail_repair", "there are no slab items to repair"),
-    ("watcher_", "the watch command is not served"),
-    ("worker_logbuf", "the watch command is not served"),
+    ("watcher_", "watch streams have no per-watcher buffers to size here"),
+    ("worker_logbuf", "watch lines are written at once, not through worker log buffers"),
     ("track_sizes", "values are stored as sent: no item size histogram"),
     ("", "not a memcached option that applies to securecache"),
 )
@@ -119,6 +118,9 @@ def add_memcached_flags(p) -> None:
                    help="stats cachedump and lru_crawler metadump are "
                         "refused (without it they list what kv_item:getattr "
                         "allows)")
+    p.add_argument("-W", "--disable-watch", action="store_true",
+                   help="the watch command is refused for everyone (without "
+                        "it kv_cache:getattr decides)")
     p.add_argument("-L", "--enable-largepages", action="store_true",
                    help="accepted: the LMDB map is the kernel's to page "
                         "(transparent huge pages apply as the host sets "

@@ -46,6 +46,8 @@ class Session:
     facts: dict = field(default_factory=dict)
     """What identified the client (peer label, uid, address), kept so that
     an authenticated user can be mapped again through peer_contexts."""
+    fd: int = -1
+    """The connection's socket, as memcached's watch lines show it (cfd)."""
     createlabels: set = field(default_factory=set)
     """The distinct contexts this connection has set with ``createlabel``
     (at most MAX_CREATELABELS)."""

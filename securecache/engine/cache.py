@@ -199,7 +199,17 @@ def whoami(op, request: ev.WhoAmI):
     return ev.Label(op.session.scontext)
 
 
+def watch(op, request: ev.Watch):
+    """watch: kv_cache:getattr; the connection then streams events of the
+    items it may getattr (the server filters each event)."""
+    if not tunables(op.engine).watch_enabled:                # -W
+        return ev.ClientError("watch commands not allowed")
+    op.access.require_cache(op.session, "getattr")        # kv_cache:getattr
+    return ev.Watching(request.kinds)
+
+
 HANDLERS = {
+    ev.Watch: watch,
     ev.FlushAll: flush_all,
     ev.Stats: stats,
     ev.Version: version,

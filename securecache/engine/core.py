@@ -93,6 +93,10 @@ class Engine:
         self._reader: Txn | None = None
         self._read_op = Op(self, None, None, 0)   # reused: reads never nest
         self.shared = None
+        self.watching = False
+        """True while a ``watch`` client listens: events are made then."""
+        self.emit = lambda kind, event, label: None
+        """Where events go (the server's watchers)."""
         """The daemon's shared counters (server.shared.SharedStats), when
         the server gives them."""
         self.reader_opened = lambda: None
@@ -171,6 +175,8 @@ class Engine:
             self.remember_fetch(key, when)
         if effects.decisions:
             self.mac.replay_decisions(effects.decisions)
+        for event in effects.events:
+            self.emit(*event)
 
     def _attempt(self, batch) -> tuple[list, Effects]:
         """One transaction for the batch: committed if every request ran,
@@ -195,8 +201,8 @@ class Engine:
                 _merge(effects, done)
                 return replies[0], effects
             except lmdb.MapFullError:
-                if not (self.evictions and
-                        self.evict(EVICT_BATCH, effects.counters)):
+                if not (self.evictions and self.evict(
+                        EVICT_BATCH, effects.counters, effects.events)):
                     break
             except lmdb.Error as error:
                 return _storage_error(error), effects
@@ -242,7 +248,7 @@ class Engine:
         # one, so that a store never evicts the item it stored.
         batch = EVICT_BATCH if limit >= EVICT_BATCH * self.max_item_size else 1
         while self._usage() > limit * LOW_WATER and \
-                self.evict(batch, counters):
+                self.evict(batch, counters, effects.events):
             pass
         return effects
 
@@ -323,16 +329,37 @@ class Engine:
         counters["reclaimed"] += removed
         return removed
 
-    def evict(self, count: int, counters: Counter) -> int:
+    def evict(self, count: int, counters: Counter,
+              events: list | None = None) -> int:
         """Remove the ``count`` oldest-written items; how many went (0 if
-        even a delete finds no room: the map is full to its last page)."""
+        even a delete finds no room: the map is full to its last page).
+        With watchers, an eviction event per item goes to ``events``."""
         try:
             with self.storage.txn(True) as txn:
-                removed = txn.remove(txn.oldest_keys(count))
+                keys = txn.oldest_keys(count)
+                if self.watching and events is not None:
+                    events += self._evicted(txn, keys)
+                removed = txn.remove(keys)
         except lmdb.MapFullError:
             return 0
         counters["evictions"] += removed
         return removed
+
+    def _evicted(self, txn: Txn, keys: list[bytes]) -> list:
+        now = int(self.clock())
+        events = []
+        for key in keys:
+            record = txn.get(key)
+            if record is None:
+                continue
+            fetched, last = Op(self, txn, None, now).seen(key, record)
+            ttl = record.exptime - now if record.exptime else -1
+            events.append(("evictions", ev.WatchEvent(
+                "eviction", key, (("fetch", "yes" if fetched else "no"),
+                                  ("ttl", ttl), ("la", now - last),
+                                  ("clsid", 1), ("size", len(record.value)))),
+                self.access.label_of(txn, record)))
+        return events
 
     MAX_DELAYED_FLUSHES = 64     # client contexts with a flush pending
 

@@ -31,6 +31,7 @@ class Tunables:
     reqs_per_event: int = 20             # -R (shown in stats settings)
     flush_enabled: bool = True           # -F turns flush_all off
     dump_enabled: bool = True            # -X turns cachedump/metadump off
+    watch_enabled: bool = True           # -W turns watch off
     prefixes: dict = field(default_factory=lambda: defaultdict(
         lambda: [0, 0, 0, 0]))
 

@@ -93,9 +93,16 @@ def get(op, request: ev.Get) -> ev.Values:
                      settings.cas_enabled)
         _recache_token(op, key, record, request.recache, shown)
         items.append(shown)
+        _watched_get(op, key, record, shown)
         if request.bump:
             op.fetched(key)
     return ev.Values(items)
+
+
+def _watched_get(op, key: bytes, record: Record, shown: ev.Item) -> None:
+    op.watched("fetchers", "item_get", key, record, (
+        ("status", "found"), ("clsid", 1), ("cfd", op.session.fd),
+        ("size", shown.size)))
 
 
 def read_get(op, request: ev.Get) -> ev.Values | ev.More:
@@ -137,6 +144,7 @@ def read_get(op, request: ev.Get) -> ev.Values | ev.More:
         if record.state:
             _recache_token(op, key, record, None, shown)
         items.append(shown)
+        _watched_get(op, key, record, shown)
         if request.bump:
             op.engine.remember_fetch(key, now)
         size += shown.size
@@ -260,6 +268,10 @@ def _write(op, request, key, old, record, exptime):
     op.txn.put(key, record, old)
     op.stored(key)
     op.counters["total_items"] += 1
+    op.watched("mutations", "item_store", key, record, (
+        ("status", "stored"), ("cmd", request.mode.value),
+        ("ttl", absolute - op.now if absolute else 0), ("clsid", 1),
+        ("cfd", op.session.fd), ("size", len(record.value))))
     return ev.Done(Status.STORED, shown_cas(op, record.cas), record.flags)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from ..protocol import events as ev
 from ..storage import STALE, TOKEN_SENT, Record, Txn
 from .access import Session
 
@@ -27,13 +28,14 @@ class NeedsWrite(Exception):
 class Effects:
     """Side effects of one write attempt, applied once after it commits."""
 
-    __slots__ = ("counters", "forgotten", "fetches", "decisions")
+    __slots__ = ("counters", "forgotten", "fetches", "decisions", "events")
 
     def __init__(self) -> None:
         self.counters: Counter = Counter()
         self.forgotten: list[bytes] = []     # keys stored anew: not fetched
         self.fetches: list[tuple[bytes, int]] = []
         self.decisions: list = []            # held audit/AVC side effects
+        self.events: list = []               # for watchers: (kind, event, label)
 
 
 class Op:
@@ -95,6 +97,20 @@ class Op:
             self.effects.forgotten.append(key)
         else:
             self.engine.forget_fetch(key)
+
+    def watched(self, kind: str, type_: str, key: bytes, record: Record,
+                fields: tuple) -> None:
+        """An event for ``watch`` clients (when there are any), with the
+        item's label, so that only those who may getattr it see it."""
+        engine = self.engine
+        if not engine.watching:
+            return
+        event = (kind, ev.WatchEvent(type_, key, fields),
+                 self.access.label_of(self.txn, record))
+        if self.effects is not None:
+            self.effects.events.append(event)
+        else:
+            engine.emit(*event)
 
     def count(self, name: str, hit: bool) -> None:
         self.counters[HIT_NAMES[name][hit]] += 1

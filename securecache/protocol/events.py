@@ -271,6 +271,16 @@ class WhoAmI:
 
 
 @dataclass(slots=True)
+class Watch:
+    """watch [fetchers] [mutations] [evictions]: the connection becomes a
+    log stream of those events (``kv_cache:getattr``; each event only for
+    items the watcher may ``getattr``)."""
+
+    kinds: frozenset = frozenset(("fetchers",))
+    tag: Any = None
+
+
+@dataclass(slots=True)
 class Mechanisms:
     """SASL LIST MECHS: which mechanisms the server offers (before login)."""
 
@@ -450,6 +460,26 @@ class ClientError:
 
 
 @dataclass(slots=True)
+class Watching:
+    """The connection now streams these kinds of events (memcached: OK)."""
+
+    kinds: frozenset
+
+
+@dataclass(slots=True)
+class WatchEvent:
+    """One line of a watch stream, as memcached's logger writes it:
+    ``type`` (item_get, item_store, eviction), the key, then ``fields`` in
+    memcached's order; ``ts`` and ``gid`` are set when it is sent."""
+
+    type: str
+    key: bytes
+    fields: tuple
+    ts: float = 0.0
+    gid: int = 0
+
+
+@dataclass(slots=True)
 class More:
     """A long answer in slices (a scan of many items): ``part`` is sent
     now, and ``rest`` is the request that produces the next slice, run
@@ -467,6 +497,7 @@ class Close:
 Request = (Get | Store | Delete | Arith | Touch | FlushAll | Stats | Version
            | Verbosity | Noop | Quit | Shutdown | MetaDump | Relabel
            | GetLabel | CreateLabel | WhoAmI | Mechanisms | Authenticate
+           | Watch
            | Oversized | CacheDump | MemLimit | Detail | Crawl | Tune)
 Reply = (Values | Status | Done | Number | StatsReply | VersionReply | Label
          | KeyList | Dump | DetailDump | TooLarge | Disabled | Refused

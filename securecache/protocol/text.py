@@ -533,6 +533,8 @@ READERS: dict[bytes, Callable] = {
 from . import textadmin as _admin  # noqa: E402
 
 READERS.update(_admin.READERS)
+WRITERS[ev.Watching] = lambda r, t: b"OK\r\n"
+WRITERS[ev.WatchEvent] = lambda r, t: _admin.write_watch_event(r)
 
 # Meta commands share the text connection (memcached does the same).
 from .meta import READERS as META_READERS  # noqa: E402

@@ -15,6 +15,7 @@ This module imports nothing of ours but ``events``.
 from __future__ import annotations
 
 from typing import Callable
+from urllib.parse import quote_from_bytes
 
 from . import events as ev
 from .events import ProtocolError
@@ -97,6 +98,30 @@ def _stats_detail(tokens):
     return ev.Detail(tokens[2].decode())
 
 
+WATCH_KINDS = frozenset((b"fetchers", b"mutations", b"evictions"))
+
+
+def _read_watch(codec, tokens):
+    """watch [fetchers|mutations|evictions]...: fetchers when none is named,
+    as memcached; a kind this daemon does not log is ERROR."""
+    kinds = tokens[1:] or [b"fetchers"]
+    if any(kind not in WATCH_KINDS for kind in kinds):
+        raise ProtocolError(ERROR)
+    return ev.Watch(frozenset(kind.decode() for kind in kinds))
+
+
+def write_watch_event(event: ev.WatchEvent) -> bytes:
+    """A watch line exactly as memcached's logger prints it (the key
+    URL-encoded, microseconds unpadded)."""
+    seconds = int(event.ts)
+    fields = b" ".join(b"%s=%s" % (name.encode(), str(value).encode())
+                       for name, value in event.fields)
+    return b"ts=%d.%d gid=%d type=%s key=%s %s\n" % (
+        seconds, int((event.ts - seconds) * 1e6), event.gid,
+        event.type.encode(), quote_from_bytes(event.key, safe=b"").encode(),
+        fields)
+
+
 STATS_SPECIAL = {"cachedump": _stats_cachedump, "detail": _stats_detail}
 
 
@@ -105,4 +130,5 @@ READERS: dict[bytes, Callable] = {
     b"lru": _read_lru,
     b"slabs": _read_slabs,
     b"cache_memlimit": _read_memlimit,
+    b"watch": _read_watch,
 }

@@ -70,6 +70,9 @@ class Server:
         self.sockets = sockets
         self.threads = threads
         engine.shared = shared or SharedStats(1)
+        self.watchers: dict[Connection, frozenset] = {}
+        self.watch_gid = 0
+        engine.emit = self._emit
         self.connections: set[Connection] = set()
         self.servers: list[asyncio.AbstractServer] = []
         self.total_connections = 0
@@ -101,7 +104,8 @@ class Server:
             self.rejected_connections += 1
             log.warning("refused %s: no security context", conn.peer)
             return None
-        session = Session(scontext, peer=conn.peer, facts=facts)
+        session = Session(scontext, peer=conn.peer, facts=facts,
+                          fd=sock.fileno() if sock is not None else -1)
         if not self.engine.connect(session):          # kv_cache:connect
             self.rejected_connections += 1
             return None
@@ -110,6 +114,26 @@ class Server:
 
     def forget(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        if self.watchers.pop(conn, None) is not None:
+            self.engine.watching = bool(self.watchers)
+
+    # --------------------------------------------------------- watchers
+    def add_watcher(self, conn: Connection, kinds: frozenset) -> None:
+        """``conn`` asked to watch (its kv_cache:getattr was checked)."""
+        self.watchers[conn] = kinds
+        self.engine.watching = True
+
+    def _emit(self, kind: str, event, tcontext: str) -> None:
+        """An event to every watcher of its kind that may getattr the item
+        (a listing, not an attempt: not audited)."""
+        self.watch_gid += 1
+        event.gid, event.ts = self.watch_gid, time.time()
+        has_perm = self.engine.mac.has_perm
+        for conn, kinds in list(self.watchers.items()):
+            # kv_item:getattr of the watcher on the item's label.
+            if kind in kinds and has_perm(conn.session.scontext, tcontext,
+                                          "kv_item", "getattr", audit=False):
+                conn.send_event(event)
 
     # ----------------------------------------------------------- stats
     def stats_rows(self, group: str) -> list[tuple[str, object]]:

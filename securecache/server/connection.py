@@ -62,6 +62,8 @@ class Connection(asyncio.Protocol):
         self.last_command = time.monotonic()   # a whole request arrived
         self.partial_since: float | None = None  # a request began arriving
         self.queued_bytes = 0
+        self.watch = None       # the watch request, once this one watches
+        self.events_skipped = 0
 
     # ------------------------------------------------------- lifecycle
     def connection_made(self, transport) -> None:
@@ -281,10 +283,21 @@ class Connection(asyncio.Protocol):
 
     # ----------------------------------------------------------- output
     def _render(self, entry, reply) -> bytes:
+        if type(reply) is ev.Watching:      # from now on, a log stream
+            self.watch = entry
+            self.server.add_watcher(self, reply.kinds)
+            self._end()
         data = self.codec.send(entry, reply)
         if data and log.isEnabledFor(logging.DEBUG):      # -vv: replies
             log.debug(">%s %r", self.peer, data.split(b"\r\n", 1)[0][:80])
         return data
+
+    def send_event(self, event) -> None:
+        """A watch line; dropped (and counted) while the watcher lags."""
+        if "replies" in self.paused:
+            self.events_skipped += 1
+            return
+        self._write(self.codec.send(self.watch, event))
 
     def _write(self, data: bytes) -> None:
         if data and self.transport is not None and not self.closing:

@@ -117,7 +117,6 @@ def test_delimiter_turns_detail_on_and_idle_timeout(tmp_path):
 @pytest.mark.parametrize("flags, reason", [
     (["-d"], "runs in the foreground"),
     (["-k"], "does not apply"),
-    (["-W"], "watch command is not served"),
     (["-f"], "no slab allocator"),
     (["-e"], "always persistent"),
     (["-o", "ext_path=/tmp/x:1G"], "no extstore"),
