@@ -44,7 +44,7 @@ import lmdb
 
 from ..protocol import events as ev
 from ..storage import Storage, StorageFault, Txn
-from . import auth, cache, items, stats
+from . import auth, cache, detail, items, stats
 from .access import Access, AccessDenied, InvalidLabel, Session
 from .op import Effects, NeedsWrite, Op
 
@@ -93,6 +93,8 @@ class Engine:
         self._reader: Txn | None = None
         self._read_op = Op(self, None, None, 0)   # reused: reads never nest
         self.shared = None
+        self.tunables = detail.tunables(self)
+        """The settings ``detail`` keeps (stats detail, -C, -F, -W...)."""
         self.watching = False
         """True while a ``watch`` client listens: events are made then."""
         self.emit = lambda kind, event, label: None
@@ -119,10 +121,16 @@ class Engine:
         The reply may hold views into the snapshot: render it before
         ``release_reader``."""
         kind = type(request)
-        if kind in WRITES or (kind is ev.Get and (
-                request.touch is not None or request.vivify is not None
-                or request.recache is not None)):
+        if kind is ev.Get:
+            if request.touch is not None or request.vivify is not None or \
+                    request.recache is not None:
+                return WRITE
+            # the hot path: straight to the read-lane get, once allowed in
+            lean = self.users is None or session.authenticated
+        elif kind in WRITES:
             return WRITE
+        else:
+            lean = False
         op = self._read_op
         try:
             if self._reader is None:
@@ -130,6 +138,8 @@ class Engine:
                 self.reader_opened()
             op.session = session
             op.now = int(self.clock())
+            if lean:
+                return items.read_get(op, request)
             return self._run(op, request)
         except NeedsWrite:
             return WRITE

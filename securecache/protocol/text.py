@@ -240,7 +240,11 @@ class TextCodec:
     def _read_get(self, tokens):
         if len(tokens) < 2:
             raise ProtocolError(ERROR)
-        keys = [_key(t) for t in tokens[1:]]
+        keys = tokens[1:]
+        # tokens are never empty and hold no space, LF or NUL: only the
+        # length of a key is left to check (valid_key's other rules)
+        if max(map(len, keys)) > KEY_MAX:
+            raise ProtocolError(BAD_FORMAT)
         return ev.Get(keys, history=False,
                       tag=WITH_CAS if tokens[0] == b"gets" else 0)
 
@@ -276,6 +280,15 @@ class TextCodec:
             # memcached drops the item a failed set would have replaced
             return ev.Oversized(key, drop=mode is ev.StoreMode.SET,
                                 tag=noreply)
+
+        buffer = self._buffer
+        if len(buffer) >= length + 2 and \
+                buffer[length:length + 2] == b"\r\n":
+            # the data block came with its line (most sets): no wait
+            data = bytes(buffer[:length])
+            del buffer[:length + 2]
+            return ev.Store(mode, key, flags, exptime, data, cas=cas,
+                            tag=noreply)
 
         def finish(data: bytes) -> ev.Store:
             return ev.Store(mode, key, flags, exptime, data, cas=cas,
@@ -423,9 +436,15 @@ def _context(token: bytes) -> str:
 
 
 def _write_values(reply: ev.Values, tag: int) -> bytes:
-    parts = []
+    items = reply.items
     with_cas = tag & WITH_CAS
-    for item in reply.items:
+    if len(items) == 1 and reply.final and not with_cas:   # the common get
+        item = items[0]
+        value = item.value or b""
+        return b"VALUE %s %d %d\r\n%s\r\nEND\r\n" % (
+            item.key, item.flags, len(value), value)
+    parts = []
+    for item in items:
         value = item.value or b""
         head = b"VALUE %s %d %d" % (item.key, item.flags, len(value))
         if with_cas:

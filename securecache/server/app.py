@@ -81,7 +81,8 @@ class Server:
         self.bytes_written = 0
         self.lane: WriteLane | None = None
         self.unlink_unix = False
-        self.release_scheduled = False
+        self.turn_end_scheduled = False
+        self.outgoing: list[Connection] = []
         self.stopping: asyncio.Event | None = None
         self.exit_status = 0
         engine.server_stats = self.stats_rows
@@ -216,12 +217,26 @@ class Server:
     def _reader_opened(self) -> None:
         """The engine took a read snapshot: drop it at the end of this
         loop turn, so that the next turn's reads see newer commits."""
-        if not self.release_scheduled:
-            self.release_scheduled = True
-            asyncio.get_running_loop().call_soon(self._release_reader)
+        self._at_turn_end()
 
-    def _release_reader(self) -> None:
-        self.release_scheduled = False
+    def queue_output(self, conn: Connection) -> None:
+        """``conn`` has replies to write at the end of this loop turn."""
+        self.outgoing.append(conn)
+        self._at_turn_end()
+
+    def _at_turn_end(self) -> None:
+        if not self.turn_end_scheduled:
+            self.turn_end_scheduled = True
+            asyncio.get_running_loop().call_soon(self._turn_end)
+
+    def _turn_end(self) -> None:
+        """Every client served in this turn has been read: write their
+        replies back to back (the kernel wakes the peers once, not once per
+        reply between two parses), then drop the read snapshot."""
+        self.turn_end_scheduled = False
+        outgoing, self.outgoing = self.outgoing, []
+        for conn in outgoing:
+            conn.flush()
         self.engine.release_reader()
 
     async def _tick(self) -> None:

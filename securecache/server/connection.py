@@ -9,7 +9,9 @@ the ``WriteLane`` (``submit``), which runs them in its next group commit.
 Whatever arrives while that part is in flight waits in ``backlog``, so a
 client reads its own writes; when the lane hands the replies back
 (``group_done``) they are written and the backlog is walked the same way.
-The replies of one walk leave in one ``write``.
+Replies are queued (``_write``) and the server writes every connection's
+queue at the end of the loop turn, one ``write`` each (``flush``): the
+replies of a turn leave back to back instead of one between two parses.
 
 Flow control: reading pauses while the transport's write buffer is above
 its high-water mark (the client is not reading its replies) and while the
@@ -64,6 +66,9 @@ class Connection(asyncio.Protocol):
         self.queued_bytes = 0
         self.watch = None       # the watch request, once this one watches
         self.events_skipped = 0
+        self.debug = log.isEnabledFor(logging.DEBUG)    # -vv: log traffic
+        self.pending: list[bytes] | None = None   # replies not yet written
+        self.pending_size = 0
 
     # ------------------------------------------------------- lifecycle
     def connection_made(self, transport) -> None:
@@ -163,7 +168,7 @@ class Connection(asyncio.Protocol):
             return None
         self.last_command = time.monotonic()
         self.partial_since = None
-        if log.isEnabledFor(logging.DEBUG):           # -vv, as memcached
+        if self.debug:                                # -vv, as memcached
             log.debug("<%s %s", self.peer, _summary(event))
         if type(event) is ev.Quit:
             self._end()
@@ -177,28 +182,48 @@ class Connection(asyncio.Protocol):
     def _walk(self) -> None:
         """Answer, in order, every entry that can be answered now."""
         out: list[bytes] = []
+        if self.busy or "replies" in self.paused:
+            if self.busy:
+                self._queue_more()
+            self._finish(out, close=self.eof and not self.busy)
+            return
         size = 0
-        backlog = self.backlog
-        paused = self.paused
-        while not self.busy and "replies" not in paused:
+        backlog, paused, codec = self.backlog, self.paused, self.codec
+        read, session = self.engine.read, self.session
+        parsed = False
+        while True:
             if size >= REPLY_SLICE:     # let the transport push back
                 self._write(b"".join(out))
                 out, size = [], 0
-                continue
+                if "replies" in paused:
+                    break
             if backlog:
                 entry = backlog.popleft()
                 self.queued_bytes -= _cost(entry)
-            else:
-                entry = self._next()
-            if entry is None:
+            elif self.ended:
                 break
+            else:
+                try:
+                    entry = codec.next_event()
+                except ProtocolError as error:
+                    if error.close:
+                        self._end()
+                    entry = error
+                else:
+                    if entry is NEED_DATA:
+                        break
+                    parsed = True
+                    if self.debug:                  # -vv, as memcached
+                        log.debug("<%s %s", self.peer, _summary(entry))
+                    if type(entry) is ev.Quit:
+                        self._end()
             if isinstance(entry, ProtocolError):
                 out.append(entry.reply)
                 if entry.close:
                     self._finish(out, close=True)
                     return
                 continue
-            reply = self.engine.read(self.session, entry)
+            reply = read(session, entry)
             if reply is WRITE:
                 self.part = [entry, *backlog]
                 self.queued_bytes += _cost(entry)   # the part counts it
@@ -212,9 +237,12 @@ class Connection(asyncio.Protocol):
             data = self._render(entry, reply)
             out.append(data)
             size += len(data)
-            if type(reply) is ev.Close or self.codec.must_close:
+            if type(reply) is ev.Close or codec.must_close:
                 self._finish(out, close=True)
                 return
+        if parsed:
+            self.last_command = time.monotonic()
+            self.partial_since = None
         if self.busy:
             self._queue_more()
         self._finish(out, close=self.eof and not self.busy)
@@ -234,13 +262,16 @@ class Connection(asyncio.Protocol):
     def _queue_more(self) -> None:
         """Parse what is buffered into the part (not yet taken by the lane)
         or the backlog, up to the bound; then stop reading."""
-        queue = self.part if self.part is not None else self.backlog
-        while len(queue) + len(self.backlog) < MAX_QUEUE and \
+        lane, backlog = self.server.lane, self.backlog
+        while len(self.part or ()) + len(backlog) < MAX_QUEUE and \
                 self.queued_bytes < MAX_QUEUED_BYTES:
             entry = self._next()
             if entry is None:
                 return
-            queue.append(entry)
+            # behind the part while the lane has not taken it, else behind
+            # the part in flight
+            if backlog or not lane.add(self, entry):
+                backlog.append(entry)
             self.queued_bytes += _cost(entry)
         self._pause("queue")            # bounded: parse more when answered
 
@@ -252,14 +283,16 @@ class Connection(asyncio.Protocol):
 
     # ------------------------------------------------------ write lane
     def take_group(self) -> list:
-        """The lane starts a group: the entries it runs for us."""
+        """The lane starts a group: the entries it runs for us. (Called
+        on the storage thread, under the lane's lock: ``busy`` stays true
+        throughout, the part becoming the flight.)"""
         self.flight, self.part = self.part, None
-        self.queued_bytes -= sum(_cost(entry) for entry in self.flight)
         return self.flight
 
     def group_done(self, entries: list, replies: list) -> None:
         """The lane's replies to ``entries`` (requests only), in order."""
         self.flight = None
+        self.queued_bytes -= sum(_cost(entry) for entry in entries)
         replies = iter(replies)
         out = []
         for entry in entries:
@@ -278,6 +311,9 @@ class Connection(asyncio.Protocol):
             if "queue" in self.paused:
                 self._resume("queue")
             self._walk()
+            # the client waited for a commit: its replies go now, not after
+            # the next turn's reads
+            self.flush()
             return
         self._finish(out, close=True)
 
@@ -288,7 +324,7 @@ class Connection(asyncio.Protocol):
             self.server.add_watcher(self, reply.kinds)
             self._end()
         data = self.codec.send(entry, reply)
-        if data and log.isEnabledFor(logging.DEBUG):      # -vv: replies
+        if data and self.debug:                           # -vv: replies
             log.debug(">%s %r", self.peer, data.split(b"\r\n", 1)[0][:80])
         return data
 
@@ -300,9 +336,27 @@ class Connection(asyncio.Protocol):
         self._write(self.codec.send(self.watch, event))
 
     def _write(self, data: bytes) -> None:
+        """Queue ``data``; the server writes every connection's queued
+        replies at the end of the loop turn (``flush``)."""
         if data and self.transport is not None and not self.closing:
             self.server.bytes_written += len(data)
-            self.transport.write(data)
+            pending = self.pending
+            if pending is None:
+                self.pending = [data]
+                self.pending_size = len(data)
+                self.server.queue_output(self)
+                return
+            pending.append(data)
+            self.pending_size += len(data)
+            if self.pending_size >= REPLY_SLICE:
+                self.flush()
+
+    def flush(self) -> None:
+        """Hand the queued replies to the transport (which may push back)."""
+        pending, self.pending = self.pending, None
+        if pending is not None and not self.transport.is_closing():
+            self.transport.write(pending[0] if len(pending) == 1
+                                 else b"".join(pending))
 
     def close(self) -> None:
         """Close after what was written has been sent.
@@ -313,6 +367,7 @@ class Connection(asyncio.Protocol):
         """
         if self.closing or self.transport is None:
             return
+        self.flush()
         self.closing = True
         transport = self.transport
         if self.eof or transport.is_closing() or \

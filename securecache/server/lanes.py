@@ -2,28 +2,35 @@
 
 How this works: reads never come here -- a connection answers them at
 once from the engine's read snapshot (see ``connection``). A connection
-that meets a write hands its queued requests to the lane (``submit``);
-the lane starts a group at the end of the event-loop turn, so every write
-that arrived in that turn joins it: ONE write transaction (and, with fsync
-durability, one sync) for all of them. With fsync the group runs on the
-single storage thread (LMDB wants a write transaction begun and committed
-on one thread), and the loop keeps reading and answering reads meanwhile;
-the writes that arrive while a group commits form the next group, so the
-longer a commit takes the more requests share it. With async durability
-the group runs inline, at most one write transaction per loop turn.
+that meets a write hands its queued requests to the lane (``submit``) and
+keeps adding what it parses behind them (``add``) until the lane takes
+them; every connection waiting when a group starts joins it: ONE write
+transaction (and, with fsync durability, one sync) for all of them.
 
-When a group is done the lane drops the engine's read snapshot (later
-reads see the commit), applies the group's side effects once (counters,
-audit lines), and gives each connection its replies in its request order.
-Housekeeping (expiry sweep, delayed flushes, remembered fetches, the
-periodic sync) runs as a job of its own in the same lane, between groups:
-one writer at a time, and no state shared with the loop unfenced.
+With fsync durability the groups run on the storage thread (LMDB wants a
+write transaction begun and committed on one thread), which takes the
+next group itself the moment a commit is done: the writes that arrived
+while a group committed form the next one, so the longer a commit takes
+the more requests share it, and no group waits for the event loop to
+notice that the previous one ended. The loop keeps reading and answering
+reads meanwhile. With async durability a group runs inline on the loop,
+at most one write transaction per loop turn; a scan of the whole cache
+(``flush_all``) still goes to the storage thread.
+
+A finished group comes back to the loop (``_complete``), which drops the
+engine's read snapshot (later reads see the commit), applies the group's
+side effects once (counters, audit lines) and gives each connection its
+replies in its request order. Housekeeping (expiry sweep, delayed
+flushes, remembered fetches, the periodic sync) is a job of the same
+lane, between groups: one writer at a time, and the state it needs is
+taken on the loop first.
 """
 
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections import deque
 
 from ..protocol import events as ev
 from ..protocol.events import ProtocolError
@@ -42,103 +49,168 @@ class WriteLane:
         self.loop = loop
         self.on_fault = on_fault
         self.threaded = threaded
+        self.lock = threading.Lock()      # waiting, tasks, parts not taken
+        self.wake = threading.Condition(self.lock)
         self.waiting: list = []           # connections with a group part
-        self.jobs: list[tuple] = []       # (job factory, future)
-        self.running = False
-        self.scheduled = False
+        self.tasks: deque = deque()       # (run, then) for the thread
+        self.done: deque = deque()        # (then, result) for the loop
+        self.outstanding = 0              # given to the thread, not back
+        self.inline_scheduled = False
+        self.kick_scheduled = False
+        self.ready = False                # the thread may take the waiting
+        self.closed = False
+        self.failed = False
         self.groups = 0
         self.requests = 0
-        self.thread = ThreadPoolExecutor(1, thread_name_prefix="storage")
         self.idle = asyncio.Event()
         self.idle.set()
+        self.thread = threading.Thread(target=self._serve, name="storage",
+                                       daemon=True)
+        self.thread.start()
 
     # ------------------------------------------------------------ input
     def submit(self, connection) -> None:
         """``connection`` has entries for the next group (``take_group``)."""
-        self.waiting.append(connection)
-        self._schedule()
+        self.idle.clear()
+        with self.lock:
+            self.waiting.append(connection)
+        # An idle thread is woken at the end of the loop turn, so that the
+        # writes of the whole turn form its group (a busy one takes the
+        # next group itself when its commit is done).
+        if self.threaded:
+            if not self.kick_scheduled:
+                self.kick_scheduled = True
+                self.loop.call_soon(self._kick)
+        else:
+            self._schedule_inline()
+
+    def _kick(self) -> None:
+        self.kick_scheduled = False
+        with self.lock:
+            self.ready = True
+            self.wake.notify()
+
+    def add(self, connection, entry) -> bool:
+        """Put ``entry`` behind ``connection``'s part if the lane has not
+        taken it yet (else False: it waits for the replies)."""
+        with self.lock:
+            if connection.part is None:
+                return False
+            connection.part.append(entry)
+            return True
 
     async def job(self, factory):
         """Run ``factory()``'s job in the lane, between groups, on the
-        storage thread. The factory runs on the loop just before (it takes
-        the state the job needs); Effects the job returns are applied on
-        the loop."""
+        storage thread. The factory runs on the loop now (it takes the
+        state the job needs); Effects the job returns are applied on the
+        loop."""
         future = self.loop.create_future()
-        self.jobs.append((factory, future))
-        self._schedule()
+        self._give(factory(), lambda effects: self._job_done(future, effects))
         return await future
 
-    def _schedule(self) -> None:
+    def _job_done(self, future, effects) -> None:
+        if effects is not None:
+            self.engine.apply(effects)
+        if not future.done():
+            future.set_result(effects)
+
+    # ----------------------------------------------------- the thread
+    def _give(self, run, then) -> None:
+        """Queue ``run`` for the storage thread; ``then(result)`` on the
+        loop when it is done. Jobs go before the next group."""
         self.idle.clear()
-        if not self.running and not self.scheduled:
-            self.scheduled = True
-            self.loop.call_soon(self._start)
+        with self.lock:
+            self.outstanding += 1
+            self.tasks.append((run, then))
+            self.wake.notify()
 
-    # ---------------------------------------------------------- running
-    def _start(self) -> None:
-        self.scheduled = False
-        if self.running:
-            return
-        if self.jobs:
-            self._start_job(*self.jobs.pop(0))
-        elif self.waiting:
-            self._start_group()
-        else:
-            self.idle.set()
+    def _serve(self) -> None:
+        """The storage thread: a task, else a group of whoever waits."""
+        while True:
+            with self.lock:
+                while not self.closed and not self.tasks and not (
+                        self.ready and self.waiting):
+                    self.wake.wait()
+                if self.tasks:
+                    run, then = self.tasks.popleft()
+                elif self.ready and self.waiting:
+                    self.outstanding += 1
+                    run, then = self._group_task(*self._take_group())
+                else:
+                    return                      # closed, nothing left
+            try:
+                result = run()
+            except BaseException as error:      # a bug: stop serving
+                self.loop.call_soon_threadsafe(self._fault, error)
+                return
+            self.done.append((then, result))
+            self.loop.call_soon_threadsafe(self._complete)
+            with self.lock:
+                # what arrived during that commit is the next group
+                self.ready = self.threaded and bool(self.waiting)
 
-    def _start_group(self) -> None:
+    def _take_group(self):
+        """Under the lock: every waiting connection's part, as one group
+        (its requests, and the parts to answer)."""
         connections, self.waiting = self.waiting, []
         parts = [(conn, conn.take_group()) for conn in connections]
         batch = [(conn.session, entry) for conn, entries in parts
                  for entry in entries if not isinstance(entry, ProtocolError)]
-        # A scan of the whole cache (flush_all) never runs on the loop.
-        threaded = self.threaded or any(type(request) in SCANS
-                                        for _, request in batch)
-        self._run(self.engine.run_group, (batch,), threaded,
-                  lambda result: self._group_done(parts, result))
+        return batch, parts
 
-    def _start_job(self, factory, future) -> None:
-        job = factory()
+    def _group_task(self, batch, parts):
+        return (lambda: self.engine.run_group(batch),
+                lambda result: self._group_done(parts, result))
 
-        def done(effects) -> None:
-            if effects is not None:
-                self.engine.apply(effects)
-            if not future.done():
-                future.set_result(effects)
-        # Jobs always run on the storage thread (reads go on meanwhile);
-        # the lane runs nothing else until they are done.
-        self._run(job, (), True, done)
+    # ------------------------------------------------------- the loop
+    def _complete(self) -> None:
+        """Results of the storage thread, in the order it finished them."""
+        done = self.done
+        while done:
+            then, result = done.popleft()
+            with self.lock:
+                self.outstanding -= 1
+            self.engine.release_reader()      # later reads see this commit
+            then(result)
+        self._maybe_idle()
 
-    def _run(self, function, args, threaded: bool, then) -> None:
-        self.running = True
-        if not threaded:
-            try:
-                result = function(*args)
-            except BaseException as error:
-                self.on_fault(error)      # fail-stop, then let it propagate
-                raise
-            self._finish(then, result)
+    def _fault(self, error: BaseException) -> None:
+        # A fault in the engine is a bug: stop serving (fail-stop; the
+        # group was not committed) rather than answer anything.
+        self.failed = True
+        self.on_fault(error)
+
+    def _schedule_inline(self) -> None:
+        if not self.inline_scheduled:
+            self.inline_scheduled = True
+            self.loop.call_soon(self._start_inline)
+
+    def _start_inline(self) -> None:
+        """async durability: the group of this loop turn, on the loop --
+        unless the thread still runs one (a scan) or it holds a scan."""
+        self.inline_scheduled = False
+        if self.outstanding or self.failed:
+            return                  # _complete schedules us again
+        with self.lock:
+            if not self.waiting:
+                return
+            batch, parts = self._take_group()
+        if any(type(request) in SCANS for _, request in batch):
+            self._give(*self._group_task(batch, parts))  # never on the loop
             return
-        future = asyncio.wrap_future(self.thread.submit(function, *args),
-                                     loop=self.loop)
-        future.add_done_callback(lambda done: self._done(then, done))
+        try:
+            result = self.engine.run_group(batch)
+        except BaseException as error:
+            self._fault(error)          # fail-stop, then let it propagate
+            raise
+        self.engine.release_reader()
+        self._group_done(parts, result)
+        self._maybe_idle()
 
-    def _done(self, then, done: asyncio.Future) -> None:
-        error = done.exception()
-        if error is not None:
-            # A fault in the engine is a bug: stop serving (fail-stop; the
-            # group was not committed) rather than answer anything.
-            self.on_fault(error)
-            return
-        self._finish(then, done.result())
-
-    def _finish(self, then, result) -> None:
-        self.running = False
-        self.engine.release_reader()      # later reads see this commit
-        then(result)
-        if self.waiting or self.jobs:
-            self._schedule()
-        else:
+    def _maybe_idle(self) -> None:
+        if self.waiting and not self.threaded:
+            self._schedule_inline()
+        elif not self.waiting and not self.outstanding:
             self.idle.set()
 
     def _group_done(self, parts, result) -> None:
@@ -155,9 +227,14 @@ class WriteLane:
     # -------------------------------------------------------- lifecycle
     async def drain(self) -> None:
         """Wait until every submitted request has been answered."""
-        while self.running or self.waiting or self.jobs or self.scheduled:
+        while (self.waiting or self.outstanding or self.inline_scheduled) \
+                and not self.failed:
             await self.idle.wait()
             await asyncio.sleep(0)
 
     def close(self) -> None:
-        self.thread.shutdown(wait=True)
+        with self.lock:
+            self.closed = True
+            self.wake.notify()
+        self.thread.join()
+
