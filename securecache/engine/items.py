@@ -66,6 +66,10 @@ def get(op, request: ev.Get) -> ev.Values:
     if not op.txn.write:
         return read_get(op, request)
     keys = request.keys
+    if len(keys) == 1 and request.touch is None and request.vivify is None \
+            and request.recache is None:
+        # a get behind the client's own write, in the group's transaction
+        return _read_one(op, request, keys[0])
     perm = "read" if request.value else "getattr"
     name = "get" if request.touch is None else "touch"
     settings = detail.tunables(op.engine)
@@ -167,7 +171,9 @@ def read_get(op, request: ev.Get) -> ev.Values | ev.More:
 
 
 def _read_one(op, request: ev.Get, key: bytes) -> ev.Values:
-    """``read_get`` of one key (most gets): the same steps, in one pass."""
+    """``read_get`` of one key (most gets): the same steps, in one pass.
+    In a write transaction (a get behind the client's own write) an
+    expired item is removed and a free recache token handed out here."""
     txn, now = op.txn, op.now
     record = txn.get(key)
     if record is not None:
@@ -199,7 +205,10 @@ def _read_one(op, request: ev.Get, key: bytes) -> ev.Values:
     if engine.watching:
         _watched_get(op, key, record, shown)
     if request.bump:
-        engine.remember_fetch(key, now)
+        if op.effects is None:            # the read lane: remembered now
+            engine.remember_fetch(key, now)
+        else:                             # a group: when it commits
+            op.effects.fetches.append((key, now))
     op.counters["get_hits"] += 1
     return ev.Values([shown])
 

@@ -262,18 +262,22 @@ class Connection(asyncio.Protocol):
     def _queue_more(self) -> None:
         """Parse what is buffered into the part (not yet taken by the lane)
         or the backlog, up to the bound; then stop reading."""
-        lane, backlog = self.server.lane, self.backlog
-        while len(self.part or ()) + len(backlog) < MAX_QUEUE and \
-                self.queued_bytes < MAX_QUEUED_BYTES:
+        backlog, parsed = self.backlog, []
+        room = MAX_QUEUE - len(self.part or ()) - len(backlog)
+        full = True
+        while len(parsed) < room and self.queued_bytes < MAX_QUEUED_BYTES:
             entry = self._next()
             if entry is None:
-                return
-            # behind the part while the lane has not taken it, else behind
-            # the part in flight
-            if backlog or not lane.add(self, entry):
-                backlog.append(entry)
+                full = False
+                break
+            parsed.append(entry)
             self.queued_bytes += _cost(entry)
-        self._pause("queue")            # bounded: parse more when answered
+        # behind the part while the lane has not taken it, else behind the
+        # part in flight
+        if parsed and (backlog or not self.server.lane.add(self, parsed)):
+            backlog.extend(parsed)
+        if full:
+            self._pause("queue")        # bounded: parse more when answered
 
     def _finish(self, out: list[bytes], close: bool) -> None:
         if out:

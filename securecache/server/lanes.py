@@ -90,13 +90,13 @@ class WriteLane:
             self.ready = True
             self.wake.notify()
 
-    def add(self, connection, entry) -> bool:
-        """Put ``entry`` behind ``connection``'s part if the lane has not
-        taken it yet (else False: it waits for the replies)."""
+    def add(self, connection, entries: list) -> bool:
+        """Put ``entries`` behind ``connection``'s part if the lane has not
+        taken it yet (else False: they wait for the replies)."""
         with self.lock:
             if connection.part is None:
                 return False
-            connection.part.append(entry)
+            connection.part.extend(entries)
             return True
 
     async def job(self, factory):

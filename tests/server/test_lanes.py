@@ -105,11 +105,11 @@ def test_entries_join_the_part_until_the_lane_takes_it(engine):
         await asyncio.sleep(0.05)
         client = Client([store(b"a")])
         lane.submit(client)
-        joined = lane.add(client, ev.Get([b"a"]))   # not taken yet
+        joined = lane.add(client, [ev.Get([b"a"])])   # not taken yet
         gate.set()
         await held
         await client.answered.wait()
-        late = lane.add(client, ev.Get([b"a"]))      # taken: the backlog's
+        late = lane.add(client, [ev.Get([b"a"])])     # taken: the backlog's
         return joined, late, client.replies
     joined, late, replies = lane_run(engine, True, body)
     assert joined and not late
