@@ -178,7 +178,8 @@ class Engine:
 
     def apply(self, effects: Effects) -> None:
         """Apply a committed group's side effects (on the event loop)."""
-        self.counters.update(effects.counters)
+        if effects.counters:
+            self.counters.update(effects.counters)
         for key in effects.forgotten:
             self.forget_fetch(key)
         for key, when in effects.fetches:
@@ -428,7 +429,8 @@ class Engine:
 
 
 def _merge(into: Effects, other: Effects) -> None:
-    into.counters.update(other.counters)
+    if other.counters:                  # (a Counter's update is not free)
+        into.counters.update(other.counters)
     into.forgotten += other.forgotten
     into.fetches += other.fetches
     into.decisions += other.decisions

@@ -109,7 +109,8 @@ def main() -> int:
         data = Path(tmp) / "data"
         print(f"filled {args.items} items in {fill(data, args.items, args.m):.1f} s")
         port = 23000 + os.getpid() % 1000
-        command = [str(SECURECACHE), "serve", "--data-dir", str(data), "-l",
+        root = ["-u", "root"] if os.geteuid() == 0 else []   # as bench.py
+        command = [str(SECURECACHE), "serve", *root, "--data-dir", str(data), "-l",
                    "127.0.0.1", "-p", str(port), "-m", str(args.m),
                    "-t", str(args.threads), "--audit-log", "none"]
         log = open(Path(tmp) / "log", "wb")
