@@ -8,7 +8,9 @@ the same loads on each with memtier_benchmark (a C load generator) pinned
 to one core while the server is pinned to the other; and prints, per load,
 ops/s with ratios to memcached and to the responder, p50/p99 latency, and
 the server's CPU per request (utime+stime of the server's processes over
-the run divided by the requests served). Medians of ``--rounds`` runs.
+the run divided by the requests served). Medians of ``--rounds`` rounds;
+each round starts every server in turn, so that a noisy minute of a shared
+machine falls on all of them rather than on one.
 
 memtier_benchmark is not packaged by Debian: build it from its public
 source (github.com/RedisLabs/memtier_benchmark: ``autoreconf -ivf &&
@@ -175,30 +177,29 @@ def memcslap(port: int, ratio: str, seconds: float) -> dict:
 
 
 def measure(args, config: Config, loads: list[str], tmp: Path) -> dict:
-    """Start ``config`` pinned to the server core, run every load."""
+    """Start ``config`` pinned to the server core, run every load once."""
     port = free_port()
     command = [part.replace("PORT", str(port)) for part in config.command]
     log = open(tmp / f"{config.name}.log", "ab")
     process = subprocess.Popen(["taskset", "-c", args.server_cpu, *command],
                                stdout=log, stderr=subprocess.STDOUT)
-    results: dict[str, list[dict]] = {load: [] for load in loads}
+    results: dict[str, dict] = {}
     try:
         wait_for_port(port, process)
         time.sleep(0.3)
         if args.memtier:
             preload(args, port, tmp / "preload.json")
-        for _ in range(args.rounds):
-            for load in loads:
-                ratio, pipeline = LOADS[load]
-                before = tree_cpu(process.pid)
-                if args.memtier:
-                    result = memtier(args, port, ratio, pipeline,
-                                     args.seconds, tmp / "run.json")
-                else:
-                    result = memcslap(port, ratio, args.seconds)
-                result["cpu_us"] = (tree_cpu(process.pid) - before) * 1e6 / \
-                    max(result["count"], 1)
-                results[load].append(result)
+        for load in loads:
+            ratio, pipeline = LOADS[load]
+            before = tree_cpu(process.pid)
+            if args.memtier:
+                result = memtier(args, port, ratio, pipeline,
+                                 args.seconds, tmp / "run.json")
+            else:
+                result = memcslap(port, ratio, args.seconds)
+            result["cpu_us"] = (tree_cpu(process.pid) - before) * 1e6 / \
+                max(result["count"], 1)
+            results[load] = result
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -207,8 +208,25 @@ def measure(args, config: Config, loads: list[str], tmp: Path) -> dict:
             process.kill()
             process.wait()
         log.close()
-    return {load: {k: statistics.median(r[k] for r in runs)
-                   for k in runs[0]} for load, runs in results.items()}
+    return results
+
+
+def measure_all(args, chosen: list[Config], loads: list[str],
+                tmp: Path) -> dict:
+    """``args.rounds`` rounds, each running every server in turn (so that
+    a noisy minute of a shared machine falls on all of them, not on one);
+    the median of each figure over the rounds."""
+    runs = {c.name: {load: [] for load in loads} for c in chosen}
+    for round_ in range(args.rounds):
+        for config in chosen:
+            for load, result in measure(args, config, loads, tmp).items():
+                runs[config.name][load].append(result)
+            print(f"# round {round_ + 1}: measured {config.name}",
+                  file=sys.stderr)
+    return {name: {load: {k: statistics.median(r[k] for r in results)
+                          for k in results[0]}
+                   for load, results in per_load.items()}
+            for name, per_load in runs.items()}
 
 
 # --------------------------------------------------------------- report
@@ -216,8 +234,8 @@ def report(table: dict, loads: list[str], args) -> None:
     print(f"# {time.strftime('%Y-%m-%d %H:%M')} {os.uname().nodename}, "
           f"{os.cpu_count()} cores; server on CPU {args.server_cpu}, loader on "
           f"CPU {args.loader_cpu}; {CLIENTS} connections, {VALUE}-byte values, "
-          f"{KEYS} keys preloaded; medians of {args.rounds} runs of "
-          f"{args.seconds:g} s; loader: "
+          f"{KEYS} keys preloaded; medians of {args.rounds} rounds of "
+          f"{args.seconds:g} s (the servers in turn in each round); loader: "
           f"{'memtier_benchmark' if args.memtier else 'memcslap (fallback: no latencies)'}")
     for load in loads:
         print(f"\n## {load} (set:get {LOADS[load][0]}, pipeline "
@@ -255,16 +273,13 @@ def main() -> int:
         print("# memtier_benchmark not found (see --help): memcslap fallback",
               file=sys.stderr)
     loads = args.loads.split(",")
-    table = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         chosen = configs(tmp)
         if args.only:
             wanted = args.only.split(",")
             chosen = [c for c in chosen if c.name in wanted]
-        for config in chosen:
-            table[config.name] = measure(args, config, loads, tmp)
-            print(f"# measured {config.name}", file=sys.stderr)
+        table = measure_all(args, chosen, loads, tmp)
     report(table, loads, args)
     if args.json:
         args.json.write_text(json.dumps(table, indent=1))
