@@ -122,7 +122,10 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        self.server.bytes_read += len(data)
+        server = self.server
+        if server.lane.done:        # a commit ended: its replies go first
+            server.lane.complete()
+        server.bytes_read += len(data)
         if self.codec is None:
             if not data:
                 return

@@ -17,7 +17,7 @@ reads meanwhile. With async durability a group runs inline on the loop,
 at most one write transaction per loop turn; a scan of the whole cache
 (``flush_all``) still goes to the storage thread.
 
-A finished group comes back to the loop (``_complete``), which drops the
+A finished group comes back to the loop (``complete``), which drops the
 engine's read snapshot (later reads see the commit), applies the group's
 side effects once (counters, audit lines) and gives each connection its
 replies in its request order. Housekeeping (expiry sweep, delayed
@@ -144,7 +144,7 @@ class WriteLane:
                 self.loop.call_soon_threadsafe(self._fault, error)
                 return
             self.done.append((then, result))
-            self.loop.call_soon_threadsafe(self._complete)
+            self.loop.call_soon_threadsafe(self.complete)
             with self.lock:
                 # what arrived during that commit is the next group
                 self.ready = self.threaded and bool(self.waiting)
@@ -163,8 +163,10 @@ class WriteLane:
                 lambda result: self._group_done(parts, result))
 
     # ------------------------------------------------------- the loop
-    def _complete(self) -> None:
-        """Results of the storage thread, in the order it finished them."""
+    def complete(self) -> None:
+        """Results of the storage thread, in the order it finished them
+        (also called by a connection that finds some waiting: the replies
+        of a commit do not wait for the end of the loop turn)."""
         done = self.done
         while done:
             then, result = done.popleft()
@@ -190,7 +192,7 @@ class WriteLane:
         unless the thread still runs one (a scan) or it holds a scan."""
         self.inline_scheduled = False
         if self.outstanding or self.failed:
-            return                  # _complete schedules us again
+            return                  # complete() schedules us again
         with self.lock:
             if not self.waiting:
                 return
