@@ -133,9 +133,8 @@ def read_get(op, request: ev.Get) -> ev.Values | ev.More:
                 op.need_write()
         found.append(record)
     perm = "read" if request.value else "getattr"
-    engine = op.engine
-    settings = engine.tunables
-    cas_enabled, with_value = settings.cas_enabled, request.value
+    settings = op.engine.tunables
+    cas_enabled = settings.cas_enabled
     allowed, session = op.access.allowed, op.session
     items, size, hits = [], 0, 0
     for index, record in enumerate(found):
@@ -147,19 +146,8 @@ def read_get(op, request: ev.Get) -> ev.Values | ev.More:
         if not hit:
             continue
         hits += 1
-        value = record.value
-        shown = ev.Item(key, record.flags, value if with_value else None,
-                        record.cas if cas_enabled else 0, record.exptime,
-                        len(value))
-        if request.history:
-            shown.fetched, shown.last_access = op.seen(key, record)
-        if record.state:
-            _recache_token(op, key, record, None, shown)
+        shown = _hit(op, request, key, record, cas_enabled)
         items.append(shown)
-        if engine.watching:
-            _watched_get(op, key, record, shown)
-        if request.bump:
-            engine.remember_fetch(key, now)
         size += shown.size
         if size > SLICE_BYTES and index + 1 < len(keys):
             # A long answer goes in slices: the rest after others' turn.
@@ -184,8 +172,7 @@ def _read_one(op, request: ev.Get, key: bytes) -> ev.Values:
             record = None                 # a due delayed flush removes it
         elif record.state and wants_token(record):
             op.need_write()
-    engine = op.engine
-    settings = engine.tunables
+    settings = op.engine.tunables
     # kv_item:read (getattr for metadata only): a denial is a miss.
     hit = record is not None and op.access.allowed(
         op.session, txn, record, "read" if request.value else "getattr", key)
@@ -194,23 +181,25 @@ def _read_one(op, request: ev.Get, key: bytes) -> ev.Values:
     if not hit:
         op.counters["get_misses"] += 1
         return ev.Values([])
-    value = record.value
-    shown = ev.Item(key, record.flags, value if request.value else None,
-                    record.cas if settings.cas_enabled else 0,
-                    record.exptime, len(value))
-    if request.history:
-        shown.fetched, shown.last_access = op.seen(key, record)
-    if record.state:
-        _recache_token(op, key, record, None, shown)
-    if engine.watching:
-        _watched_get(op, key, record, shown)
-    if request.bump:
-        if op.effects is None:            # the read lane: remembered now
-            engine.remember_fetch(key, now)
-        else:                             # a group: when it commits
-            op.effects.fetches.append((key, now))
+    shown = _hit(op, request, key, record, settings.cas_enabled)
     op.counters["get_hits"] += 1
     return ev.Values([shown])
+
+
+def _hit(op, request: ev.Get, key: bytes, record: Record,
+         cas_enabled: bool) -> ev.Item:
+    """A hit of ``read_get`` as the client sees it, and what a hit does:
+    a free recache token handed out, watchers told, the fetch remembered
+    (in a group, when it commits: ``op.fetched``)."""
+    shown = item(op, key, record, request.value, request.history,
+                 cas_enabled)
+    if record.state:
+        _recache_token(op, key, record, None, shown)
+    if op.engine.watching:
+        _watched_get(op, key, record, shown)
+    if request.bump:
+        op.fetched(key)
+    return shown
 
 
 def _count_reads(op, hits: int, misses: int) -> None:

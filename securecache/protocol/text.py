@@ -281,18 +281,16 @@ class TextCodec:
             return ev.Oversized(key, drop=mode is ev.StoreMode.SET,
                                 tag=noreply)
 
+        def finish(data: bytes) -> ev.Store:
+            return ev.Store(mode, key, flags, exptime, data, cas=cas,
+                            tag=noreply)
         buffer = self._buffer
         if len(buffer) >= length + 2 and \
                 buffer[length:length + 2] == b"\r\n":
             # the data block came with its line (most sets): no wait
             data = bytes(buffer[:length])
             del buffer[:length + 2]
-            return ev.Store(mode, key, flags, exptime, data, cas=cas,
-                            tag=noreply)
-
-        def finish(data: bytes) -> ev.Store:
-            return ev.Store(mode, key, flags, exptime, data, cas=cas,
-                            tag=noreply)
+            return finish(data)
         return _Block(length, finish, bool(noreply))
 
     def _read_login(self, tokens):

@@ -193,7 +193,6 @@ class Connection(asyncio.Protocol):
         size = 0
         backlog, paused, codec = self.backlog, self.paused, self.codec
         read, session = self.engine.read, self.session
-        parsed = False
         while True:
             if size >= REPLY_SLICE:     # let the transport push back
                 self._write(b"".join(out))
@@ -203,23 +202,10 @@ class Connection(asyncio.Protocol):
             if backlog:
                 entry = backlog.popleft()
                 self.queued_bytes -= _cost(entry)
-            elif self.ended:
-                break
             else:
-                try:
-                    entry = codec.next_event()
-                except ProtocolError as error:
-                    if error.close:
-                        self._end()
-                    entry = error
-                else:
-                    if entry is NEED_DATA:
-                        break
-                    parsed = True
-                    if self.debug:                  # -vv, as memcached
-                        log.debug("<%s %s", self.peer, _summary(entry))
-                    if type(entry) is ev.Quit:
-                        self._end()
+                entry = self._next()
+                if entry is None:
+                    break
             if isinstance(entry, ProtocolError):
                 out.append(entry.reply)
                 if entry.close:
@@ -243,9 +229,6 @@ class Connection(asyncio.Protocol):
             if type(reply) is ev.Close or codec.must_close:
                 self._finish(out, close=True)
                 return
-        if parsed:
-            self.last_command = time.monotonic()
-            self.partial_since = None
         if self.busy:
             self._queue_more()
         self._finish(out, close=self.eof and not self.busy)
