@@ -46,6 +46,7 @@ SECURECACHE = TOP / ".venv" / "bin" / "securecache"
 KEYS = 10_000
 VALUE = 32
 CLIENTS = 50
+MEMCSLAP_CHUNK = 2_000     # requests per memcslap run (fallback loader)
 TICK = os.sysconf("SC_CLK_TCK")
 
 LOADS = {                    # name: (memtier ratio set:get, pipeline)
@@ -166,14 +167,20 @@ def preload(args, port: int, out: Path) -> None:
 
 
 def memcslap(port: int, ratio: str, seconds: float) -> dict:
+    """The fallback loader: memcslap has no time limit, so it runs in short
+    chunks until ``seconds`` have passed (a slow server gets fewer chunks,
+    not a longer run). It measures no latencies."""
     test = "set" if ratio == "1:0" else "get"
     started = time.monotonic()
-    ops = 20_000 * max(1, int(seconds))
-    subprocess.run(["memcslap", f"--servers=127.0.0.1:{port}",
-                    "--concurrency=4", f"--execute-number={ops // 4}",
-                    f"--test={test}"], capture_output=True, timeout=600)
+    ops = 0
+    while not ops or time.monotonic() - started < seconds:
+        subprocess.run(["memcslap", f"--servers=127.0.0.1:{port}",
+                        "--concurrency=4",
+                        f"--execute-number={MEMCSLAP_CHUNK // 4}",
+                        f"--test={test}"], capture_output=True, timeout=600)
+        ops += MEMCSLAP_CHUNK
     elapsed = time.monotonic() - started
-    return {"ops": ops / elapsed, "count": ops, "p50": 0.0, "p99": 0.0}
+    return {"ops": ops / elapsed, "count": ops, "p50": None, "p99": None}
 
 
 def measure(args, config: Config, loads: list[str], tmp: Path) -> dict:
@@ -223,10 +230,15 @@ def measure_all(args, chosen: list[Config], loads: list[str],
                 runs[config.name][load].append(result)
             print(f"# round {round_ + 1}: measured {config.name}",
                   file=sys.stderr)
-    return {name: {load: {k: statistics.median(r[k] for r in results)
+    return {name: {load: {k: _median([r[k] for r in results])
                           for k in results[0]}
                    for load, results in per_load.items()}
             for name, per_load in runs.items()}
+
+
+def _median(values: list):
+    """The median of one figure over the rounds (None: not measured)."""
+    return None if None in values else statistics.median(values)
 
 
 # --------------------------------------------------------------- report
@@ -249,8 +261,13 @@ def report(table: dict, loads: list[str], args) -> None:
             ratio = lambda ref: f"{r['ops'] / ref['ops']:8.2f}" if ref else \
                 f"{'-':>8}"                                   # noqa: E731
             print(f"{name:18} {r['ops']:10.0f} {ratio(mc)} {ratio(resp)} "
-                  f"{r['p50']:8.3f} {r['p99']:8.3f} {r['cpu_us']:10.2f}")
+                  f"{_ms(r['p50'])} {_ms(r['p99'])} {r['cpu_us']:10.2f}")
     sys.stdout.flush()
+
+
+def _ms(latency) -> str:
+    """A latency column: '-' where the loader measured none (memcslap)."""
+    return f"{'-':>8}" if latency is None else f"{latency:8.3f}"
 
 
 def main() -> int:
@@ -269,6 +286,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds = 1, 3
+    if args.memtier and not shutil.which(args.memtier):
+        parser.error(f"--memtier {args.memtier}: not an executable")
     if not args.memtier:
         print("# memtier_benchmark not found (see --help): memcslap fallback",
               file=sys.stderr)

@@ -1,0 +1,66 @@
+"""tools/bench/bench.py's loader fallback and report, against a real
+memcached and Debian's memcslap (the load itself is never timed here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .daemons import Memcached
+
+BENCH = Path(__file__).resolve().parents[2] / "tools" / "bench" / "bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench"] = module           # its dataclasses look it up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def memcached():
+    server = Memcached()
+    yield server
+    server.stop()
+
+
+def test_memcslap_runs_by_time_not_by_a_fixed_count(bench, memcached):
+    # A run shorter than one chunk is one chunk: the count follows the
+    # time asked for, so a slow server cannot stretch --quick past its
+    # budget (it used to run 20,000 requests per second asked, whatever
+    # the server's speed).
+    result = bench.memcslap(memcached.port, "1:0", 0.01)
+    assert result["count"] == bench.MEMCSLAP_CHUNK
+    assert result["ops"] > 0
+    assert result["p50"] is None and result["p99"] is None
+
+
+def test_report_shows_no_latency_where_none_was_measured(bench, capsys):
+    args = type("Args", (), {"server_cpu": "1", "loader_cpu": "0",
+                             "rounds": 1, "seconds": 3, "memtier": None})
+    row = {"ops": 1000.0, "count": 3000, "p50": None, "p99": None,
+           "cpu_us": 5.0}
+    bench.report({"memcached": {"sets": row}}, ["sets"], args)
+    line = [x for x in capsys.readouterr().out.splitlines()
+            if x.startswith("memcached")][0]
+    assert line.split()[4:6] == ["-", "-"]
+
+
+def test_median_of_unmeasured_figure_is_none(bench):
+    assert bench._median([None, None]) is None
+    assert bench._median([3.0, 1.0, 2.0]) == 2.0
+
+
+def test_a_memtier_path_that_is_not_a_program_is_refused():
+    done = subprocess.run([sys.executable, str(BENCH), "--quick",
+                           "--memtier", "/nonexistent/memtier"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "not an executable" in done.stderr
