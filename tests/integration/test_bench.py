@@ -4,6 +4,8 @@ memcached and Debian's memcslap (the load itself is never timed here)."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +66,32 @@ def test_a_memtier_path_that_is_not_a_program_is_refused():
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "not an executable" in done.stderr
+
+
+def test_mac_pairs_alternate_two_running_servers(bench, tmp_path):
+    # Two real memcacheds stand for MAC on and off; memcslap loads them
+    # in turn while both stay up. Each pair gives one ratio per figure.
+    binary = shutil.which("memcached") or "/usr/bin/memcached"
+    root = ["-u", "root"] if os.geteuid() == 0 else []
+    pair = [bench.Config(name, [binary, "-l", "127.0.0.1", "-p", "PORT",
+                                "-U", "0", "-t", "1", *root], "memcached")
+            for name in bench.PAIR]
+    args = type("Args", (), {"server_cpu": "0", "loader_cpu": "0",
+                             "memtier": None, "pairs": 2,
+                             "pair_seconds": 0.01})
+    figures = bench.measure_pairs(args, pair, ["sets"], tmp_path)
+    assert set(figures) == {"sets"}
+    assert figures["sets"]["ops"] > 0 and figures["sets"]["cpu"] >= 0
+    # both logs exist: each server was started once, for all the pairs
+    assert sorted(p.name for p in tmp_path.glob("*.log")) == \
+        sorted(f"{name}.log" for name in bench.PAIR)
+
+
+def test_a_pair_too_short_for_cpu_ticks_gives_no_cpu_ratio(bench, capsys):
+    assert bench._ratio(2.0, 0.0) is None
+    assert bench._median_of([None, None]) is None
+    assert bench._median_of([None, 1.5, 0.5]) == 1.0
+    args = type("Args", (), {"pairs": 2, "pair_seconds": 1})
+    bench.report_pairs({"mixed": {"ops": 0.98, "cpu": None}}, args)
+    row = capsys.readouterr().out.splitlines()[-1].split()
+    assert row == ["mixed", "0.980", "-"]

@@ -10,7 +10,9 @@ ops/s with ratios to memcached and to the responder, p50/p99 latency, and
 the server's CPU per request (utime+stime of the server's processes over
 the run divided by the requests served). Medians of ``--rounds`` rounds;
 each round starts every server in turn, so that a noisy minute of a shared
-machine falls on all of them rather than on one.
+machine falls on all of them rather than on one. MAC's cost is measured
+apart, paired: securecache with and without MAC both up, each load run on
+one then the other ``--pairs`` times, the median of the ratios.
 
 memtier_benchmark is not packaged by Debian: build it from its public
 source (github.com/RedisLabs/memtier_benchmark: ``autoreconf -ivf &&
@@ -21,6 +23,7 @@ libmemcached's ``memcslap`` and says so (throughput only).
 
     tools/bench/run [--quick] [--rounds N] [--seconds S] [--memtier PATH]
                     [--only NAME[,NAME]] [--loads NAME[,NAME]]
+                    [--pairs N] [--pair-seconds S] [--json FILE]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +53,7 @@ CLIENTS = 50
 MEMCSLAP_CHUNK = 2_000     # requests per memcslap run (fallback loader)
 TICK = os.sysconf("SC_CLK_TCK")
 
+PAIR = ("sc-fsync", "sc-fsync-macoff")    # MAC on, MAC off: paired runs
 LOADS = {                    # name: (memtier ratio set:get, pipeline)
     "mixed": ("1:9", 1),
     "mixed-p16": ("1:9", 16),
@@ -155,12 +160,15 @@ def memtier(args, port: int, ratio: str, pipeline: int, seconds: float,
 
 
 def preload(args, port: int, out: Path) -> None:
-    """Every key of the key range stored once: every get hits."""
+    """Every key of the key range stored once: every get hits. (``P:P``
+    gives each connection its own slice of the range; 50 connections
+    share the commits, where one would wait for 10,000 fsyncs.)"""
     subprocess.run(["taskset", "-c", args.loader_cpu, args.memtier,
                     "-s", "127.0.0.1", "-p", str(port), "-P", "memcache_text",
-                    "-t", "1", "-c", "1", "--ratio=1:0", "-d", str(VALUE),
-                    f"--key-maximum={KEYS}", "--key-minimum=1",
-                    "--key-pattern=P:P", f"--requests={KEYS}",
+                    "-t", "1", "-c", str(CLIENTS), "--ratio=1:0",
+                    "-d", str(VALUE), f"--key-maximum={KEYS}",
+                    "--key-minimum=1", "--key-pattern=P:P",
+                    f"--requests={KEYS // CLIENTS}",
                     "--hide-histogram", f"--json-out-file={out}"],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    check=True, timeout=300)
@@ -183,30 +191,21 @@ def memcslap(port: int, ratio: str, seconds: float) -> dict:
     return {"ops": ops / elapsed, "count": ops, "p50": None, "p99": None}
 
 
-def measure(args, config: Config, loads: list[str], tmp: Path) -> dict:
-    """Start ``config`` pinned to the server core, run every load once."""
+@contextmanager
+def running(args, config: Config, tmp: Path):
+    """``config`` started pinned to the server core and preloaded; yields
+    (process, port) and stops it after."""
     port = free_port()
     command = [part.replace("PORT", str(port)) for part in config.command]
     log = open(tmp / f"{config.name}.log", "ab")
     process = subprocess.Popen(["taskset", "-c", args.server_cpu, *command],
                                stdout=log, stderr=subprocess.STDOUT)
-    results: dict[str, dict] = {}
     try:
         wait_for_port(port, process)
         time.sleep(0.3)
         if args.memtier:
             preload(args, port, tmp / "preload.json")
-        for load in loads:
-            ratio, pipeline = LOADS[load]
-            before = tree_cpu(process.pid)
-            if args.memtier:
-                result = memtier(args, port, ratio, pipeline,
-                                 args.seconds, tmp / "run.json")
-            else:
-                result = memcslap(port, ratio, args.seconds)
-            result["cpu_us"] = (tree_cpu(process.pid) - before) * 1e6 / \
-                max(result["count"], 1)
-            results[load] = result
+        yield process, port
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -215,7 +214,50 @@ def measure(args, config: Config, loads: list[str], tmp: Path) -> dict:
             process.kill()
             process.wait()
         log.close()
-    return results
+
+
+def run_load(args, process, port: int, load: str, seconds: float,
+             tmp: Path) -> dict:
+    """One run of ``load``; its figures and the server's CPU per request."""
+    ratio, pipeline = LOADS[load]
+    before = tree_cpu(process.pid)
+    if args.memtier:
+        result = memtier(args, port, ratio, pipeline, seconds,
+                         tmp / "run.json")
+    else:
+        result = memcslap(port, ratio, seconds)
+    result["cpu_us"] = (tree_cpu(process.pid) - before) * 1e6 / \
+        max(result["count"], 1)
+    return result
+
+
+def measure(args, config: Config, loads: list[str], tmp: Path) -> dict:
+    """Start ``config`` pinned to the server core, run every load once."""
+    with running(args, config, tmp) as (process, port):
+        return {load: run_load(args, process, port, load, args.seconds, tmp)
+                for load in loads}
+
+
+def measure_pairs(args, pair: list[Config], loads: list[str],
+                  tmp: Path) -> dict:
+    """MAC's cost, paired: both servers up at once (the idle one costs
+    nothing) and each load run on one, then the other, ``args.pairs``
+    times; per load the medians of the per-pair ratios (MAC on / off) of
+    ops/s and of CPU per request. A ratio of two runs seconds apart is
+    far steadier on a shared machine than one of two rounds' slots."""
+    on, off = pair
+    with running(args, on, tmp) as mac_on, running(args, off, tmp) as mac_off:
+        figures = {}
+        for load in loads:
+            ops, cpu = [], []
+            for _ in range(args.pairs):
+                a = run_load(args, *mac_on, load, args.pair_seconds, tmp)
+                b = run_load(args, *mac_off, load, args.pair_seconds, tmp)
+                ops.append(_ratio(a["ops"], b["ops"]))
+                cpu.append(_ratio(a["cpu_us"], b["cpu_us"]))
+            figures[load] = {"ops": _median_of(ops), "cpu": _median_of(cpu)}
+            print(f"# MAC pairs: measured {load}", file=sys.stderr)
+    return figures
 
 
 def measure_all(args, chosen: list[Config], loads: list[str],
@@ -234,6 +276,16 @@ def measure_all(args, chosen: list[Config], loads: list[str],
                           for k in results[0]}
                    for load, results in per_load.items()}
             for name, per_load in runs.items()}
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None        # a run too short to see CPU ticks
+
+
+def _median_of(ratios: list) -> float | None:
+    """The median of the ratios that could be taken (None: not one)."""
+    taken = [r for r in ratios if r is not None]
+    return statistics.median(taken) if taken else None
 
 
 def _median(values: list):
@@ -265,9 +317,26 @@ def report(table: dict, loads: list[str], args) -> None:
     sys.stdout.flush()
 
 
+def report_pairs(pairs: dict, args) -> None:
+    """The paired MAC comparison (see ``measure_pairs``)."""
+    print(f"\n## MAC on / --mac off, paired ({PAIR[0]} and {PAIR[1]} both "
+          f"up, alternating; medians of {args.pairs} pairs of "
+          f"{args.pair_seconds:g} s)")
+    print(f"{'load':18} {'ops/s ratio':>12} {'cpu/req ratio':>14}")
+    for load, figures in pairs.items():
+        print(f"{load:18} {_fixed(figures['ops'], 12)} "
+              f"{_fixed(figures['cpu'], 14)}")
+    sys.stdout.flush()
+
+
+def _fixed(value, width: int) -> str:
+    """A figure with 3 decimals, or '-' where none was measured."""
+    return f"{'-':>{width}}" if value is None else f"{value:{width}.3f}"
+
+
 def _ms(latency) -> str:
     """A latency column: '-' where the loader measured none (memcslap)."""
-    return f"{'-':>8}" if latency is None else f"{latency:8.3f}"
+    return _fixed(latency, 8)
 
 
 def main() -> int:
@@ -279,6 +348,9 @@ def main() -> int:
     parser.add_argument("--memtier", default=os.environ.get("MEMTIER")
                         or shutil.which("memtier_benchmark"))
     parser.add_argument("--only", help="comma-separated server names")
+    parser.add_argument("--pairs", type=int, default=5,
+                        help="paired runs for MAC on / off (0: none)")
+    parser.add_argument("--pair-seconds", type=float, default=2)
     parser.add_argument("--loads", default=",".join(LOADS))
     parser.add_argument("--server-cpu", default="1")
     parser.add_argument("--loader-cpu", default="0")
@@ -286,6 +358,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds = 1, 3
+        args.pairs, args.pair_seconds = min(args.pairs, 3), 1
     if args.memtier and not shutil.which(args.memtier):
         parser.error(f"--memtier {args.memtier}: not an executable")
     if not args.memtier:
@@ -299,9 +372,15 @@ def main() -> int:
             wanted = args.only.split(",")
             chosen = [c for c in chosen if c.name in wanted]
         table = measure_all(args, chosen, loads, tmp)
+        pair = [c for c in chosen if c.name in PAIR]
+        pairs = measure_pairs(args, pair, loads[:1] if args.quick else loads,
+                              tmp) if args.pairs and len(pair) == 2 else {}
     report(table, loads, args)
+    if pairs:
+        report_pairs(pairs, args)
     if args.json:
-        args.json.write_text(json.dumps(table, indent=1))
+        args.json.write_text(json.dumps({**table, "mac_pairs": pairs},
+                                        indent=1))
     return 0
 
 
