@@ -89,8 +89,8 @@ def test_mac_pairs_alternate_two_running_servers(bench, tmp_path):
 
 def test_a_pair_too_short_for_cpu_ticks_gives_no_cpu_ratio(bench, capsys):
     assert bench._ratio(2.0, 0.0) is None
-    assert bench._median_of([None, None]) is None
-    assert bench._median_of([None, 1.5, 0.5]) == 1.0
+    assert bench._median([None, None]) is None
+    assert bench._median([None, 1.5, 0.5]) == 1.0
     args = type("Args", (), {"pairs": 2, "pair_seconds": 1})
     bench.report_pairs({"mixed": {"ops": 0.98, "cpu": None}}, args)
     row = capsys.readouterr().out.splitlines()[-1].split()

@@ -255,7 +255,7 @@ def measure_pairs(args, pair: list[Config], loads: list[str],
                 b = run_load(args, *mac_off, load, args.pair_seconds, tmp)
                 ops.append(_ratio(a["ops"], b["ops"]))
                 cpu.append(_ratio(a["cpu_us"], b["cpu_us"]))
-            figures[load] = {"ops": _median_of(ops), "cpu": _median_of(cpu)}
+            figures[load] = {"ops": _median(ops), "cpu": _median(cpu)}
             print(f"# MAC pairs: measured {load}", file=sys.stderr)
     return figures
 
@@ -282,15 +282,11 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None        # a run too short to see CPU ticks
 
 
-def _median_of(ratios: list) -> float | None:
-    """The median of the ratios that could be taken (None: not one)."""
-    taken = [r for r in ratios if r is not None]
-    return statistics.median(taken) if taken else None
-
-
-def _median(values: list):
-    """The median of one figure over the rounds (None: not measured)."""
-    return None if None in values else statistics.median(values)
+def _median(values: list) -> float | None:
+    """The median of the values that were measured (None: not one was,
+    as memcslap's latencies, or a pair too short to see CPU ticks)."""
+    measured = [v for v in values if v is not None]
+    return statistics.median(measured) if measured else None
 
 
 # --------------------------------------------------------------- report
@@ -372,7 +368,8 @@ def main() -> int:
             wanted = args.only.split(",")
             chosen = [c for c in chosen if c.name in wanted]
         table = measure_all(args, chosen, loads, tmp)
-        pair = [c for c in chosen if c.name in PAIR]
+        by_name = {c.name: c for c in chosen}
+        pair = [by_name[name] for name in PAIR if name in by_name]
         pairs = measure_pairs(args, pair, loads[:1] if args.quick else loads,
                               tmp) if args.pairs and len(pair) == 2 else {}
     report(table, loads, args)
