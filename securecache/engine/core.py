@@ -197,8 +197,12 @@ class Engine:
         self.mac.hold_decisions()
         try:
             with self.storage.txn(True) as txn:
-                replies = [self._run(Op(self, txn, session, now, effects),
-                                     request) for session, request in batch]
+                # one Op, moved from request to request
+                op = Op(self, txn, None, now, effects)
+                replies = []
+                for session, request in batch:
+                    op.session = session
+                    replies.append(self._run(op, request))
         finally:
             effects.decisions = self.mac.take_decisions()
         _merge(effects, self._limit_effects(txn.written))

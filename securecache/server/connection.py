@@ -9,9 +9,11 @@ the ``WriteLane`` (``submit``), which runs them in its next group commit.
 Whatever arrives while that part is in flight waits in ``backlog``, so a
 client reads its own writes; when the lane hands the replies back
 (``group_done``) they are written and the backlog is walked the same way.
-Replies are queued (``_write``) and the server writes every connection's
-queue at the end of the loop turn, one ``write`` each (``flush``): the
-replies of a turn leave back to back instead of one between two parses.
+The replies of one walk leave together, one ``write``, as soon as the walk
+ends (``_send``): a reply never waits for the other clients' requests of
+the loop turn. (Writing every reply at the end of the turn instead cost
+more CPU per request and a longer tail: see docs/performance.md.) Watch
+lines are queued (``_write``) and written at the end of the turn.
 
 Flow control: reading pauses while the transport's write buffer is above
 its high-water mark (the client is not reading its replies) and while the
@@ -195,7 +197,7 @@ class Connection(asyncio.Protocol):
         read, session = self.engine.read, self.session
         while True:
             if size >= REPLY_SLICE:     # let the transport push back
-                self._write(b"".join(out))
+                self._send(b"".join(out))
                 out, size = [], 0
                 if "replies" in paused:
                     break
@@ -267,7 +269,7 @@ class Connection(asyncio.Protocol):
 
     def _finish(self, out: list[bytes], close: bool) -> None:
         if out:
-            self._write(b"".join(out))
+            self._send(b"".join(out))
         if close:
             self.close()
 
@@ -325,9 +327,19 @@ class Connection(asyncio.Protocol):
             return
         self._write(self.codec.send(self.watch, event))
 
+    def _send(self, data: bytes) -> None:
+        """Write ``data`` now, behind whatever is queued."""
+        if data and self.transport is not None and not self.closing:
+            self.server.bytes_written += len(data)
+            if self.pending is not None:
+                self.pending.append(data)
+                self.flush()
+            elif not self.transport.is_closing():
+                self.transport.write(data)
+
     def _write(self, data: bytes) -> None:
         """Queue ``data``; the server writes every connection's queued
-        replies at the end of the loop turn (``flush``)."""
+        output at the end of the loop turn (``flush``)."""
         if data and self.transport is not None and not self.closing:
             self.server.bytes_written += len(data)
             pending = self.pending

@@ -294,3 +294,45 @@ REPLIES = [
 @pytest.mark.parametrize("request_, reply, expected", REPLIES)
 def test_replies(request_, reply, expected):
     assert TextCodec().send(request_, reply) == expected
+
+
+# ``get <key>`` and plain numbers take short cuts through the codec; they
+# must read exactly what the general readers read.
+UNAUTHENTICATED = ("error", b"CLIENT_ERROR unauthenticated\r\n", False)
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"get k\r\n", [ev.Get([b"k"], history=False, tag=0)]),
+    (b"get k\n", [ev.Get([b"k"], history=False, tag=0)]),
+    (b"get " + b"a" * 250 + b"\r\n",
+     [ev.Get([b"a" * 250], history=False, tag=0)]),
+    (b"get  k \r\n", [ev.Get([b"k"], history=False, tag=0)]),
+    (b"get k\x00 junk\r\n", [ev.Get([b"k"], history=False, tag=0)]),
+    (b"get k\tx\r\n", [ev.Get([b"k\tx"], history=False, tag=0)]),
+    (b"get \x00k\r\n", [ERROR]),
+    (b"GET k\r\n", [ERROR]),
+])
+def test_one_key_get_reads_as_the_general_reader(data, expected):
+    assert each_mode(data) == expected
+
+
+def test_one_key_get_waits_for_a_login_when_auth_is_on():
+    for mode in ("whole", "bytes"):
+        assert parse(b"get k\r\n", mode, auth=True) == [UNAUTHENTICATED]
+
+
+@pytest.mark.parametrize("exptime, expected", [
+    (b"2147483647", 2147483647), (b"0000000001", 1), (b"-1", -1),
+    (b"-2147483648", -2147483648)])
+def test_store_numbers_in_range(exptime, expected):
+    data = b"set k 0 %s 1\r\na\r\n" % exptime
+    assert each_mode(data) == [ev.Store(StoreMode.SET, b"k", 0, expected,
+                                        b"a", tag=0)]
+
+
+@pytest.mark.parametrize("exptime", [
+    b"2147483648", b"00000000001", b"9999999999", b"-2147483649", b"+1",
+    b"1e3"])
+def test_store_numbers_out_of_range(exptime):
+    data = b"set k 0 %s 1\r\na\r\n" % exptime
+    assert each_mode(data) == [BAD_FORMAT, ERROR]
