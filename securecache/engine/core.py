@@ -35,6 +35,7 @@ run alone, each evicting what it needs or failing alone.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import resource
 import time
@@ -62,6 +63,7 @@ EVICT_BATCH = 64
 EVICT_ROUNDS = 64
 LOW_WATER = 0.95
 ACCESS_INTERVAL = 60      # seconds between two writes of one key's access
+ACCESS_BATCH = 256        # remembered fetches written in one transaction
 
 
 class Engine:
@@ -276,26 +278,55 @@ class Engine:
         """The periodic work as a job for the write lane: the state it needs
         is taken now (on the event loop); the job returns its Effects."""
         lazy, self.lazy_expired = list(self.lazy_expired), set()
-        fetches, self.pending_access = self.pending_access, {}
-        self.access_written.update(fetches)
+        fetches = self._take_fetches()
         return lambda: self._housekeeping(lazy, fetches)
+
+    def fetch_batches(self) -> int:
+        """How many ``record_fetches`` jobs the remembered fetches that
+        housekeeping left need (it takes one batch)."""
+        return -(-len(self.pending_access) // ACCESS_BATCH)
+
+    def record_fetches(self):
+        """A job for the write lane: the next batch of remembered fetches,
+        in a transaction of its own, so that a large set of hot keys never
+        holds the writer for long (write groups run between two batches)."""
+        fetches = self._take_fetches()
+        return lambda: self._housekeeping((), fetches, periodic=False)
 
     def tick(self) -> None:
         """Run the periodic work here and now (tests, single thread)."""
         self.apply(self.housekeeping()())
+        for _ in range(self.fetch_batches()):
+            self.apply(self.record_fetches()())
 
-    def _housekeeping(self, lazy, fetches) -> Effects:
-        """Due delayed flushes, lazy and swept expiry, remembered fetches.
-        A storage error is logged and the sweep tried again at the next
-        tick (no client waits for it)."""
+    def _take_fetches(self) -> dict[bytes, int]:
+        """Up to ``ACCESS_BATCH`` remembered fetches, the oldest first,
+        counted as written from now on."""
+        pending = self.pending_access
+        if len(pending) <= ACCESS_BATCH:
+            self.pending_access, taken = {}, pending
+        else:
+            taken = dict(itertools.islice(pending.items(), ACCESS_BATCH))
+            for key in taken:
+                del pending[key]
+        self.access_written.update(taken)
+        return taken
+
+    def _housekeeping(self, lazy, fetches, periodic: bool = True) -> Effects:
+        """Due delayed flushes, lazy and swept expiry, remembered fetches
+        (``periodic`` False: the fetches only). A storage error is logged
+        and the sweep tried again at the next tick (no client waits for
+        it)."""
         effects = Effects()
         now = int(self.clock())
         try:
-            if fetches or self._flushes_due(now):
+            if fetches or periodic and self._flushes_due(now):
                 with self.storage.txn(True) as txn:
-                    self._fire_flushes(txn, now, effects)
+                    if periodic:
+                        self._fire_flushes(txn, now, effects)
                     txn.record_access(fetches)
-            self.reclaim_expired(SWEEP_BATCH, effects.counters, lazy)
+            if periodic:
+                self.reclaim_expired(SWEEP_BATCH, effects.counters, lazy)
         except lmdb.Error as error:
             log.warning("housekeeping postponed: %s", error)
         return effects

@@ -244,6 +244,9 @@ class Server:
         while True:
             await asyncio.sleep(min(1.0, self.listen.sync_interval))
             await self.lane.job(self.engine.housekeeping)
+            # the fetches beyond its batch: one job each, groups between
+            for _ in range(self.engine.fetch_batches()):
+                await self.lane.job(self.engine.record_fetches)
             if self.engine.shutdown_requested:
                 self.stopping.set()
             now = time.monotonic()

@@ -266,6 +266,30 @@ def test_fetched_and_last_access(engine, clock):
     assert (fourth.fetched, fourth.last_access) == (False, clock.now)
 
 
+def test_fetches_are_written_down_in_bounded_transactions(engine, clock):
+    """Many hot keys: the housekeeping job writes one batch of their
+    fetches; the rest go in jobs of their own (write groups between)."""
+    from securecache.engine.core import ACCESS_BATCH
+    keys = [b"k%d" % i for i in range(2 * ACCESS_BATCH + 10)]
+    engine.execute([(Session(LOCAL), ev.Store(StoreMode.SET, key, 0, 0, b"v"))
+                    for key in keys])
+    for key in keys:
+        run(engine, ev.Get([key]))
+
+    def written() -> int:
+        with engine.storage.txn(False) as txn:
+            return sum(txn.last_access(key) is not None for key in keys)
+    engine.apply(engine.housekeeping()())
+    assert written() == ACCESS_BATCH
+    assert engine.fetch_batches() == 2
+    engine.apply(engine.record_fetches()())
+    assert (written(), engine.fetch_batches()) == (2 * ACCESS_BATCH, 1)
+    engine.tick()                        # the rest, whatever is left
+    assert written() == len(keys) and engine.pending_access == {}
+    meta = run(engine, ev.MetaDump()).items
+    assert all(item.fetched for item in meta)
+
+
 def test_meta_anti_dogpiling(engine, clock):
     """mg N vivifies and wins; R hands out one recache token; md I marks
     stale (the next fetcher wins); ms I with an older cas keeps it stale."""

@@ -165,3 +165,32 @@ def test_stale_item_and_denied_read_in_one_chunk_log_once(daemon,
     assert int(after["avc_denials"]) - int(before["avc_denials"]) == 1
     app.close()
     local.close()
+
+
+def test_many_hot_keys_are_written_down_in_batches(daemon):
+    """More fetched keys than one housekeeping transaction takes: every
+    tick writes them all down, a batch per job, writes going between."""
+    count = 2500
+    raw = Raw(daemon.port)
+    try:
+        raw.send(b"".join(b"set h%d 0 0 1 noreply\r\nv\r\n" % i
+                          for i in range(count)))
+        raw.send(b"".join(b"get h%d\r\n" % i for i in range(count)))
+        replies = b""
+        while replies.count(b"END\r\n") < count:
+            replies += raw.read_until(b"END\r\n", timeout=10)
+        assert replies.count(b"VALUE h") == count
+        deadline = time.monotonic() + 15
+        while True:
+            raw.send(b"lru_crawler metadump all\r\n")
+            listing = raw.read_until(b"END\r\n", timeout=10)
+            lines = [line for line in listing.split(b"\n")
+                     if line.startswith(b"key=h")]
+            if len(lines) == count and all(b"fetch=yes" in line
+                                           for line in lines):
+                break
+            assert time.monotonic() < deadline, lines[:3]
+            time.sleep(0.5)
+        assert stats(daemon.port)["curr_items"] == str(count)
+    finally:
+        raw.close()
