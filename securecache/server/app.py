@@ -220,7 +220,9 @@ class Server:
         self._at_turn_end()
 
     def queue_output(self, conn: Connection) -> None:
-        """``conn`` has replies to write at the end of this loop turn."""
+        """``conn`` has output to write at the end of this loop turn (watch
+        lines, replies queued behind a commit's; a connection writes the
+        replies of its own walk at once)."""
         self.outgoing.append(conn)
         self._at_turn_end()
 
@@ -230,9 +232,8 @@ class Server:
             asyncio.get_running_loop().call_soon(self._turn_end)
 
     def _turn_end(self) -> None:
-        """Every client served in this turn has been read: write their
-        replies back to back (the kernel wakes the peers once, not once per
-        reply between two parses), then drop the read snapshot."""
+        """Every client served in this turn has been read: write what was
+        queued for the end of the turn, then drop the read snapshot."""
         self.turn_end_scheduled = False
         outgoing, self.outgoing = self.outgoing, []
         for conn in outgoing:
