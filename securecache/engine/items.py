@@ -172,8 +172,7 @@ def _read_one(op, request: ev.Get, key: bytes) -> ev.Values:
             record = None                 # a due delayed flush removes it
         elif record.state and wants_token(record):
             op.need_write()
-    engine = op.engine
-    settings = engine.tunables
+    settings = op.engine.tunables
     # kv_item:read (getattr for metadata only): a denial is a miss.
     hit = record is not None and op.access.allowed(
         op.session, txn, record, "read" if request.value else "getattr", key)
@@ -182,17 +181,7 @@ def _read_one(op, request: ev.Get, key: bytes) -> ev.Values:
     if not hit:
         op.counters["get_misses"] += 1
         return ev.Values([])
-    if record.state or request.history or engine.watching:
-        shown = _hit(op, request, key, record, settings.cas_enabled)
-    else:
-        # the plain hit (most gets): _hit's item, and nothing else to do
-        # but remember the fetch
-        value = record.value
-        shown = ev.Item(key, record.flags, value if request.value else None,
-                        record.cas if settings.cas_enabled else 0,
-                        record.exptime, len(value))
-        if request.bump:
-            op.fetched(key)
+    shown = _hit(op, request, key, record, settings.cas_enabled)
     op.counters["get_hits"] += 1
     return ev.Values([shown])
 

@@ -117,11 +117,8 @@ def _uint(token: bytes, limit: int, error: bytes) -> int:
 
 
 def _int(token: bytes, error: bytes) -> int:
-    if token.isdigit() and len(token) <= 10:         # most: no sign
-        value = int(token)
-        if value <= INT_MAX:
-            return value
-        raise ProtocolError(error)
+    if token.isdigit() and len(token) <= 10 and int(token) <= INT_MAX:
+        return int(token)                            # most: no sign
     body = token[1:] if token[:1] == b"-" else token
     if not body.isdigit() or len(body) > 10:
         raise ProtocolError(error)
@@ -211,13 +208,7 @@ class TextCodec:
         del buffer[:end + 1]
         if line.endswith(b"\r"):
             line = line[:-1]
-        tokens = line.split(b" ")
-        if b"" in tokens or b"\0" in line:     # memcached's tokenizer
-            tokens = tokens_of(line)
-        if len(tokens) == 2 and tokens[0] == b"get" and \
-                len(tokens[1]) <= KEY_MAX and not self.auth_pending:
-            # the hottest line, ``get <key>``, as _read_get reads it
-            return ev.Get([tokens[1]], history=False, tag=0)
+        tokens = tokens_of(line)
         if len(line) > MAX_LINE and not (tokens and tokens[0] in RETRIEVALS
                                          and len(line) <= MAX_GET_LINE):
             self._close(LINE_TOO_LONG)
@@ -293,18 +284,17 @@ class TextCodec:
             # memcached drops the item a failed set would have replaced
             return ev.Oversized(key, drop=mode is ev.StoreMode.SET,
                                 tag=noreply)
+
+        def finish(data: bytes) -> ev.Store:
+            return ev.Store(mode, key, flags, exptime, data, cas=cas,
+                            tag=noreply)
         buffer = self._buffer
         if len(buffer) >= length + 2 and \
                 buffer[length:length + 2] == b"\r\n":
             # the data block came with its line (most sets): no wait
             data = bytes(buffer[:length])
             del buffer[:length + 2]
-            return ev.Store(mode, key, flags, exptime, data, cas=cas,
-                            tag=noreply)
-
-        def finish(data: bytes) -> ev.Store:
-            return ev.Store(mode, key, flags, exptime, data, cas=cas,
-                            tag=noreply)
+            return finish(data)
         return _Block(length, finish, bool(noreply))
 
     def _read_login(self, tokens):
