@@ -296,8 +296,8 @@ def test_replies(request_, reply, expected):
     assert TextCodec().send(request_, reply) == expected
 
 
-# ``get <key>`` and plain numbers take short cuts through the codec; they
-# must read exactly what the general readers read.
+# Plain numbers and keys take short cuts through the codec's checks; a
+# one-key get, the hottest line, must read as the general reader reads it.
 UNAUTHENTICATED = ("error", b"CLIENT_ERROR unauthenticated\r\n", False)
 
 
