@@ -1,0 +1,28 @@
+"""server/privilege.py: the audit log's path check."""
+
+from __future__ import annotations
+
+import pytest
+
+from securecache.server.privilege import check_audit_path
+
+
+@pytest.mark.parametrize("target", ["none", "stderr", "syslog"])
+def test_audit_sinks_that_are_not_files_pass_from_any_directory(
+        tmp_path, monkeypatch, target):
+    """``--audit-log none`` names no file: it must not be checked as
+    ./none (it was, and a daemon started from /tmp refused to start)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.chdir(shared)
+    assert check_audit_path(target) is None
+
+
+def test_a_file_named_like_a_sink_is_still_checked(tmp_path, monkeypatch):
+    """Only the bare words are sinks: a path is a file, checked as one."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.chdir(shared)
+    assert "group- or other-writable" in check_audit_path("./none")
