@@ -305,7 +305,7 @@ class Item:
 
     key: bytes
     flags: int
-    value: bytes | None
+    value: bytes | memoryview | None    # zero-copy: a view of the snapshot
     cas: int
     exptime: int = 0          # absolute unix seconds, 0 = never
     size: int = 0
