@@ -32,7 +32,6 @@ log = logging.getLogger("securecache")
 EX_USAGE = 64          # memcached's statuses (sysexits.h)
 EX_NOUSER = 67
 EX_OSERR = 71
-AUDIT_TARGETS = frozenset(SINKS)   # stderr, syslog, none: not files
 
 
 class PrivilegeError(Exception):
@@ -113,7 +112,7 @@ def _hand_over(path: str, account: pwd.struct_passwd) -> None:
 def check_audit_path(target: str) -> str | None:
     """Why a file audit log at ``target`` is unsafe, or None (see the
     module doc); stderr, syslog and none are not files."""
-    if target in AUDIT_TARGETS:
+    if target in SINKS:                 # the words audit.py opens as sinks
         return None
     path = os.path.abspath(target)
     directory = os.path.dirname(path)
