@@ -282,7 +282,8 @@ def test_me_reports_memcached_fields(pair):
     """me: the same field names in the same order as memcached; the values
     that mean the same thing (exp, la, fetch; cas renumbered) agree.
     ``size`` is memcached's whole item (header, key, value), ours the value;
-    it is left out of the value comparison."""
+    it is left out of the value comparison. The two servers' clocks tick
+    whole seconds at different moments: exp and la agree within one."""
     ours, theirs = pair
     steps = [b"ms me1 5 T100\r\nhello\r\n", b"mg me1 v\r\n", b"me me1\r\n",
              b"ms me2 1\r\nx\r\n", b"me me2\r\n",
@@ -298,11 +299,10 @@ def test_me_reports_memcached_fields(pair):
     for (key_t, fields_t), (key_o, fields_o) in zip(*results):
         assert key_o == key_t
         assert [n for n, _ in fields_o] == [n for n, _ in fields_t]
-        values_o = {n: v for n, v in fields_o if n in (b"exp", b"la",
-                                                       b"fetch")}
-        values_t = {n: v for n, v in fields_t if n in (b"exp", b"la",
-                                                       b"fetch")}
-        assert values_o == values_t
+        values_o, values_t = dict(fields_o), dict(fields_t)
+        assert values_o[b"fetch"] == values_t[b"fetch"]
+        for name in (b"exp", b"la"):
+            assert abs(int(values_o[name]) - int(values_t[name])) <= 1, name
 
 
 def test_l_counts_seconds_since_last_access(pair):
