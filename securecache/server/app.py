@@ -23,8 +23,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import lmdb
-
 from ..engine import Engine, Session
 from ..security import SecurityError
 from .lanes import WriteLane
@@ -162,10 +160,9 @@ class Server:
         loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
         threaded = self.engine.storage.durability == "fsync"
-        # py-lmdb holds the GIL in every call unless told otherwise: a
-        # commit's or a sync's fsync on the storage thread would stop the
-        # loop.
-        lmdb.enable_drop_gil()
+        # py-lmdb releases the GIL in every LMDB call (its
+        # enable_drop_gil() is a no-op kept for old callers): a commit's or
+        # a sync's fsync on the storage thread never stops the loop.
         self.lane = WriteLane(self.engine, loop, self._fault,
                               threaded=threaded)
         self.engine.reader_opened = self._reader_opened
