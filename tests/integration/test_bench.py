@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,40 @@ def test_a_pair_too_short_for_cpu_ticks_gives_no_cpu_ratio(bench, capsys):
     bench.report_pairs({"mixed": {"ops": 0.98, "cpu": None}}, args)
     row = capsys.readouterr().out.splitlines()[-1].split()
     assert row == ["mixed", "0.980", "-"]
+
+
+@pytest.mark.parametrize("mode", ["fsync", "async"])
+def test_the_floor_answers_in_order_and_reads_its_own_writes(bench, tmp_path,
+                                                             mode):
+    # The floor keeps what securecache keeps of a connection: replies in
+    # request order, nothing behind a set read before that set commits --
+    # whether the requests come in one chunk or byte by byte.
+    config = next(c for c in bench.configs(tmp_path) if c.name ==
+                  f"floor-{mode}")
+    assert config.kind == "floor"
+    args = type("Args", (), {"server_cpu": "0", "memtier": None})
+    with bench.running(args, config, tmp_path) as (_, port):
+        for whole in (True, False):
+            a, b = (b"a1", b"b1") if whole else (b"a2", b"b2")
+            requests = b"get %s\r\nset %s 0 0 2\r\nxy\r\nget %s\r\n" \
+                b"set %s 0 0 1\r\nz\r\nget %s\r\nget %s\r\n" % (
+                    a, a, a, b, b, a)
+            expected = b"END\r\nSTORED\r\nVALUE %s 0 2\r\nxy\r\nEND\r\n" \
+                b"STORED\r\nVALUE %s 0 1\r\nz\r\nEND\r\n" \
+                b"VALUE %s 0 2\r\nxy\r\nEND\r\n" % (a, b, a)
+            chunks = [requests] if whole else \
+                [requests[i:i + 1] for i in range(len(requests))]
+            assert _exchange(port, chunks, len(expected)) == expected
+
+
+def _exchange(port: int, chunks: list[bytes], size: int) -> bytes:
+    """Send ``chunks`` one by one; read ``size`` bytes of replies."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for chunk in chunks:
+            sock.sendall(chunk)
+        got = b""
+        while len(got) < size:
+            data = sock.recv(4096)
+            assert data, got
+            got += data
+    return got

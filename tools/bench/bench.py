@@ -21,8 +21,12 @@ zlib1g-dev, autoconf, automake, libtool, pkg-config) and pass its path
 with ``--memtier`` or ``MEMTIER``. Without it the bench falls back to
 libmemcached's ``memcslap`` and says so (throughput only).
 
+With ``--floor`` it also runs ``floor.py`` (fsync and async): the least a
+Python get/set server over LMDB can do with securecache's ordering and
+group commits and nothing else, the ceiling of this design in pure Python.
+
     tools/bench/run [--quick] [--rounds N] [--seconds S] [--memtier PATH]
-                    [--only NAME[,NAME]] [--loads NAME[,NAME]]
+                    [--only NAME[,NAME]] [--loads NAME[,NAME]] [--floor]
                     [--pairs N] [--pair-seconds S] [--json FILE]
 """
 
@@ -67,7 +71,7 @@ class Config:
 
     name: str
     command: list[str] = field(default_factory=list)
-    kind: str = "securecache"      # memcached | responder | securecache
+    kind: str = "securecache"  # memcached | responder | securecache | floor
 
 
 def configs(data: Path, port: str = "PORT") -> list[Config]:
@@ -93,7 +97,17 @@ def configs(data: Path, port: str = "PORT") -> list[Config]:
                                    "-t", "1"]),
         Config("sc-fsync-t2", [*base, "--data-dir", str(data / "t"),
                                "--durability", "fsync", "-t", "2"]),
+        *(Config(f"floor-{mode}", [str(PYTHON), str(HERE / "floor.py"),
+                                   str(port), str(_fresh(data / mode)), mode],
+                 "floor") for mode in ("fsync", "async")),
     ]
+
+
+def _fresh(path: Path) -> Path:
+    """An empty directory for the floor's LMDB environment (``fsync`` and
+    ``async``: securecache's directories have one-letter names)."""
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 # ------------------------------------------------------------ processes
@@ -344,6 +358,9 @@ def main() -> int:
     parser.add_argument("--memtier", default=os.environ.get("MEMTIER")
                         or shutil.which("memtier_benchmark"))
     parser.add_argument("--only", help="comma-separated server names")
+    parser.add_argument("--floor", action="store_true",
+                        help="also the floor (floor.py): the least a Python "
+                             "server over LMDB does, fsync and async")
     parser.add_argument("--pairs", type=int, default=5,
                         help="paired runs for MAC on / off (0: none)")
     parser.add_argument("--pair-seconds", type=float, default=2)
@@ -367,6 +384,8 @@ def main() -> int:
         if args.only:
             wanted = args.only.split(",")
             chosen = [c for c in chosen if c.name in wanted]
+        elif not args.floor:
+            chosen = [c for c in chosen if c.kind != "floor"]
         table = measure_all(args, chosen, loads, tmp)
         by_name = {c.name: c for c in chosen}
         pair = [by_name[name] for name in PAIR if name in by_name]
