@@ -6,7 +6,8 @@ of the `off` security server's access vectors).  Code that checks a
 permission uses these constants, never string literals, so a typo is an
 import error instead of a silent denial.
 
-The request -> permission table is DESIGN.md section 3.
+The request -> permission table is docs/design.md section 3 ("What each
+request needs").
 """
 
 # ------------------------------------------------------------------ classes

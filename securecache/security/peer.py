@@ -1,7 +1,7 @@
 """Who is the client: peer labels, peer credentials and peer_contexts.
 
-How this works: a connection's client context is, in this order (DESIGN.md
-section 3, "Who is the client"):
+How this works: a connection's client context is, in this order
+(docs/design.md section 3, "Who is the client"):
 
   1. the peer's own SELinux label (SO_PEERSEC: a UNIX socket on an SELinux
      host, or labeled networking);

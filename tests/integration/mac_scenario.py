@@ -7,7 +7,7 @@ Three parts:
 
 * the **table** (``oracle``): the expected outcome of (domain, operation,
   item type), computed from the access table of policy/README.md ("The test
-  policy") and the request -> permission table of DESIGN.md section 3.
+  policy") and the request -> permission table of docs/design.md section 3.
   It is deliberately independent of the daemon's code;
 * one small **adapter per protocol** (text, meta, binary): how to run an
   operation on a connection and read its outcome. Operations a protocol
@@ -72,7 +72,7 @@ READ = frozenset({"getattr", "read"})            # g r
 CACHE_ALL = frozenset({"connect", "getattr", "setattr", "flush"})
 CACHE_USE = frozenset({"connect", "getattr"})
 
-# DESIGN.md section 3: what each request needs on the item
+# docs/design.md section 3: what each request needs on the item
 NEEDS = {
     "get": {"read"}, "gets": {"read"},
     "gat": {"read", "setattr"}, "gats": {"read", "setattr"},
