@@ -98,16 +98,10 @@ def configs(data: Path, port: str = "PORT") -> list[Config]:
         Config("sc-fsync-t2", [*base, "--data-dir", str(data / "t"),
                                "--durability", "fsync", "-t", "2"]),
         *(Config(f"floor-{mode}", [str(PYTHON), str(HERE / "floor.py"),
-                                   str(port), str(_fresh(data / mode)), mode],
+                                   str(port), str(data / f"floor-{mode}"),
+                                   mode],
                  "floor") for mode in ("fsync", "async")),
     ]
-
-
-def _fresh(path: Path) -> Path:
-    """An empty directory for the floor's LMDB environment (``fsync`` and
-    ``async``: securecache's directories have one-letter names)."""
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 # ------------------------------------------------------------ processes

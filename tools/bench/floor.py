@@ -8,8 +8,8 @@ request order, read-your-writes (nothing behind a connection's set is read
 before that set commits), group commit (the sets of a loop turn, or of
 all the turns while a commit runs, in one write transaction), with
 ``fsync`` that transaction synced before its STORED leave -- and nothing
-else: no security context, no MAC, no flags, expiry,
-cas, counters or fetch times, no other command. What it serves per second
+else: no security context, no MAC, no flags, expiry, cas, counters or
+fetch times, no other command. What it serves per second
 on the bench's loads is the ceiling of this design in pure Python on
 uvloop and py-lmdb; securecache's distance to it is the cost of
 everything the daemon does per request beyond that. As in securecache,
@@ -72,19 +72,23 @@ class Store:
         """The turn's snapshot released; its writes committed as one group
         (on the thread, once the group in flight is done)."""
         self.scheduled = False
+        self._release()
+        if not self.writes or self.committing:
+            return
+        writes, writers = self.writes, self.writers
+        self.writes, self.writers = [], []
+        if self.groups is None:
+            self._commit(writes)
+            self._done(writers)
+            return
+        self.committing = True
+        self.groups.put((writes, writers, asyncio.get_running_loop()))
+
+    def _release(self) -> None:
+        """Drop the read snapshot: the next read sees the last commit."""
         if self.snapshot is not None:
             self.snapshot.abort()
             self.snapshot = None
-        if not self.writes or self.committing:
-            return
-        group = (self.writes, self.writers)
-        self.writes, self.writers = [], []
-        if self.groups is None:
-            self._commit(group[0])
-            self._done(group[1])
-            return
-        self.committing = True
-        self.groups.put((group, asyncio.get_running_loop()))
 
     def _commit(self, writes) -> None:
         with self.env.begin(write=True) as txn:
@@ -93,15 +97,13 @@ class Store:
 
     def _commits(self) -> None:
         while True:
-            (writes, writers), loop = self.groups.get()
+            writes, writers, loop = self.groups.get()
             self._commit(writes)
             loop.call_soon_threadsafe(self._done, writers)
 
     def _done(self, writers) -> None:
         self.committing = False
-        if self.snapshot is not None:   # later reads see this commit
-            self.snapshot.abort()
-            self.snapshot = None
+        self._release()                 # later reads see this commit
         for conn in writers:
             conn.committed()
         if self.writes:
