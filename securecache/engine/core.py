@@ -140,9 +140,12 @@ class Engine:
                 self.reader_opened()
             op.session = session
             op.now = int(self.clock())
-            if lean:
-                return items.read_get(op, request)
-            return self._run(op, request)
+            if not lean:
+                return self._run(op, request)
+            keys = request.keys
+            if len(keys) == 1:
+                return items.read_one(op, request, keys[0])
+            return items.read_get(op, request)
         except NeedsWrite:
             return WRITE
         except lmdb.Error as error:

@@ -204,10 +204,17 @@ class TextCodec:
         if end < 0:
             self._check_unterminated()
             return NEED_DATA
-        line = bytes(buffer[:end])
+        # the line without its CR LF (or a bare LF, as memcached takes it)
+        line = bytes(buffer[:end - 1] if end and buffer[end - 1] == 13
+                     else buffer[:end])
         del buffer[:end + 1]
-        if line.endswith(b"\r"):
-            line = line[:-1]
+        if line[:4] == b"get " and not self.auth_pending:
+            # the most common request: one key of 1 to 250 bytes, which is
+            # what tokens_of and _read_get make of such a line
+            key = line[4:]
+            if 0 < len(key) <= KEY_MAX and b" " not in key and \
+                    b"\0" not in key:
+                return ev.Get([key], history=False, tag=0)
         tokens = tokens_of(line)
         if len(line) > MAX_LINE and not (tokens and tokens[0] in RETRIEVALS
                                          and len(line) <= MAX_GET_LINE):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, strategies as st
 
 from securecache.protocol import events as ev
 from securecache.protocol.events import ProtocolError, StoreMode
@@ -314,6 +315,15 @@ UNAUTHENTICATED = ("error", b"CLIENT_ERROR unauthenticated\r\n", False)
 ])
 def test_one_key_get_reads_as_the_general_reader(data, expected):
     assert each_mode(data) == expected
+
+
+@given(st.binary(min_size=0, max_size=300).filter(lambda key: b"\n" not in key))
+def test_one_key_get_reads_as_the_tokenizer_reads_it(key):
+    # "get  KEY" (two spaces) never takes the one-key short cut: it goes
+    # through tokens_of and _read_get, which drop the empty token
+    for mode in ("whole", "bytes"):
+        assert parse(b"get " + key + b"\r\n", mode) == \
+            parse(b"get  " + key + b"\r\n", mode)
 
 
 def test_one_key_get_waits_for_a_login_when_auth_is_on():
