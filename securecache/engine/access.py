@@ -100,11 +100,8 @@ class Access:
         ``audit=False`` is for listings (metadump, flush_all) that pass over
         every item: a hidden item there is not an attempt on that item.
         """
-        context = self._effective.get(record.label_id)    # label_of's hit
-        if context is None:
-            context = self.label_of(txn, record)
-        return self.has_perm(session.scontext, context, self.ITEM, perm,
-                             key=key, audit=audit)
+        return self.has_perm(session.scontext, self.label_of(txn, record),
+                             self.ITEM, perm, key=key, audit=audit)
 
     def require(self, session: Session, txn: Txn, record: Record, perm: str,
                 key: bytes) -> None:

@@ -140,12 +140,9 @@ class Engine:
                 self.reader_opened()
             op.session = session
             op.now = int(self.clock())
-            if not lean:
-                return self._run(op, request)
-            keys = request.keys
-            if len(keys) == 1:
-                return items.read_one(op, request, keys[0])
-            return items.read_get(op, request)
+            if lean:
+                return items.read_get(op, request)
+            return self._run(op, request)
         except NeedsWrite:
             return WRITE
         except lmdb.Error as error:

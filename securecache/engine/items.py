@@ -69,7 +69,7 @@ def get(op, request: ev.Get) -> ev.Values:
     if len(keys) == 1 and request.touch is None and request.vivify is None \
             and request.recache is None:
         # a get behind the client's own write, in the group's transaction
-        return read_one(op, request, keys[0])
+        return _read_one(op, request, keys[0])
     perm = "read" if request.value else "getattr"
     name = "get" if request.touch is None else "touch"
     settings = detail.tunables(op.engine)
@@ -118,7 +118,7 @@ def read_get(op, request: ev.Get) -> ev.Values | ev.More:
     counted."""
     txn, now, keys = op.txn, op.now, request.keys
     if len(keys) == 1:
-        return read_one(op, request, keys[0])
+        return _read_one(op, request, keys[0])
     flushing = txn.due_flushes(now)
     found = []
     for key in keys:
@@ -158,7 +158,7 @@ def read_get(op, request: ev.Get) -> ev.Values | ev.More:
     return ev.Values(items)
 
 
-def read_one(op, request: ev.Get, key: bytes) -> ev.Values:
+def _read_one(op, request: ev.Get, key: bytes) -> ev.Values:
     """``read_get`` of one key (most gets): the same steps, in one pass.
     In a write transaction (a get behind the client's own write) an
     expired item is removed and a free recache token handed out here."""

@@ -28,7 +28,7 @@ from typing import Iterator
 import lmdb
 
 from .errors import translate
-from .records import HEADER, HEADER_SIZE, Record, decode, encode
+from .records import Record, decode, encode
 
 U32 = struct.Struct(">I")
 U64 = struct.Struct(">Q")
@@ -116,12 +116,7 @@ class Txn:
     def get(self, key: bytes) -> Record | None:
         """The stored record for ``key`` (expired or not), or None."""
         raw = self.txn.get(key, db=self.items)
-        if raw is None:
-            return None
-        # decode(), inline: this is every get's path
-        label_id, flags, exptime, mtime, cas, state = HEADER.unpack_from(raw)
-        return Record(label_id, flags, exptime, mtime, cas,
-                      memoryview(raw)[HEADER_SIZE:], state)
+        return None if raw is None else decode(raw)
 
     def put(self, key: bytes, record: Record, old: Record | None) -> Record:
         """Store ``record`` under ``key`` with a fresh cas (unless given)."""
@@ -241,9 +236,7 @@ class Txn:
 
     def due_flushes(self, now: int) -> list[tuple[int, bytes]]:
         """The pending flushes whose time has come."""
-        flushes = self._flushes
-        if flushes is None:
-            flushes = self.flushes()
+        flushes = self.flushes()
         if not flushes or flushes[0][0] > now:
             return []
         return [flush for flush in flushes if flush[0] <= now]
