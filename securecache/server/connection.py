@@ -204,6 +204,8 @@ class Connection(asyncio.Protocol):
             if backlog:
                 entry = backlog.popleft()
                 self.queued_bytes -= _cost(entry)
+            elif not codec.buffered:    # a codec with no input has no event
+                break
             else:
                 entry = self._next()
                 if entry is None:

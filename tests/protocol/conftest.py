@@ -196,3 +196,27 @@ def one(parse):
         assert len(events) == 1, events
         return events[0]
     return one
+
+
+def _no_event_without_input(codec, chunks) -> None:
+    """Feed ``chunks`` one by one, taking every event; whenever an event or
+    an error leaves nothing buffered, the next must be NEED_DATA (the
+    connection's walk stops there without asking the codec)."""
+    for chunk in chunks:
+        codec.receive_data(chunk)
+        while True:
+            try:
+                if codec.next_event() in NEED_DATA:
+                    break
+            except ProtocolError as error:
+                if error.close:
+                    return
+            if not codec.buffered:
+                assert codec.next_event() in NEED_DATA
+                break
+
+
+@pytest.fixture(scope="session")
+def no_event_without_input():
+    """``no_event_without_input(codec, chunks)``: see the function."""
+    return _no_event_without_input

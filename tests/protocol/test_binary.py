@@ -16,6 +16,7 @@ import subprocess
 import threading
 
 import pytest
+from hypothesis import given, strategies as st
 
 from securecache.protocol import events as ev
 from securecache.protocol.binary import (BinTag, BinaryCodec, Op, St,
@@ -462,3 +463,17 @@ def test_every_packet_memccapable_sends_parses(memcached, feed):
         assert not [e for e in events if isinstance(e, tuple)], events
         opcodes |= {e.tag.opcode for e in events}
     assert len(opcodes) >= 27
+
+
+BINARY_PIECES = st.sampled_from([
+    req(Op.GET, b"k"), store(Op.SET, b"k", b"abc"), NOOP, NOOP[:10],
+    req(Op.GET, b"k")[:30], req(Op.GET, b"k", magic=0x81),
+    req(Op.SET, b"k", bodylen=2_000_000), req(0x55, b"k"), b"abcdefgh"])
+
+
+@given(st.lists(st.one_of(BINARY_PIECES, st.binary(max_size=40)),
+                max_size=12))
+def test_no_event_without_input(no_event_without_input, chunks):
+    """Once an event (or an error) leaves nothing buffered, the next is
+    NEED_DATA: the connection stops parsing there without asking."""
+    no_event_without_input(BinaryCodec(1 << 20), chunks)

@@ -346,3 +346,16 @@ def test_store_numbers_in_range(exptime, expected):
 def test_store_numbers_out_of_range(exptime):
     data = b"set k 0 %s 1\r\na\r\n" % exptime
     assert each_mode(data) == [BAD_FORMAT, ERROR]
+
+
+TEXT_PIECES = st.sampled_from([
+    b"get k\r\n", b"gets a b\r\n", b"set k 0 0 3\r\nabc\r\n", b"set k 0 0 3\r\n",
+    b"abcd\r\n", b"set k 0 0 2000000\r\n", b"mg k v\r\n", b"bogus\r\n",
+    b"\r\n", b"\n", b"get ", b"x" * 300, b"incr k 1\r\n", b"quit\r\n"])
+
+
+@given(st.lists(st.one_of(TEXT_PIECES, st.binary(max_size=40)), max_size=12))
+def test_no_event_without_input(no_event_without_input, chunks):
+    """Once an event (or an error) leaves nothing buffered, the next is
+    NEED_DATA: the connection stops parsing there without asking."""
+    no_event_without_input(TextCodec(max_item_size=1 << 20), chunks)
