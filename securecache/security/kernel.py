@@ -172,7 +172,7 @@ def _object_name(name):
         return None
     if isinstance(name, str):
         return name or None
-    if not name or b"\0" in name:
+    if not name or 0 in name:     # NUL (as an int: see sepol.compute_create)
         return None
     try:
         return bytes(name).decode("utf-8")

@@ -256,7 +256,9 @@ class PolicyServer(SecurityServer):
     def compute_create(self, scontext, tcontext, tclass, name=None):
         if isinstance(name, str):
             name = name.encode("utf-8")
-        if name is not None and (not name or b"\0" in name):
+        # a NUL (tested as an int: a one-byte bytes operand makes CPython
+        # raise and clear a TypeError first) cannot pass as a C string
+        if name is not None and (not name or 0 in name):
             name = None
         with native.LOCK:
             self._select()

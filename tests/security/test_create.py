@@ -97,3 +97,20 @@ def test_create_matches_sepol_transition_sid_where_it_applies(server):
     targets = [H.CACHE, H.item("securecache_app_item_t", "s0:c1")]
     for s, t, tclass in itertools.product(sources, targets, ["kv_item", "kv_cache"]):
         assert server.compute_create(s, t, tclass) == transition_sid(server, s, t, tclass)
+
+
+def test_a_name_with_a_nul_is_no_name(setup):
+    """A NUL cannot pass as a C string: such a name creates as no name at
+    all would, in every case where the name matters."""
+    srv, _ = setup
+    differs = 0
+    for s, t, tclass in itertools.product(SOURCES, TARGETS, CLASSES):
+        plain = actual(srv, s, t, tclass, None)
+        named = actual(srv, s, t, tclass, "named")
+        try:
+            with_nul = srv.compute_create(s, t, tclass, b"named\0x")
+        except CreateLabelError:
+            with_nul = None
+        assert with_nul == plain, (s, t, tclass)
+        differs += named != plain
+    assert differs        # the name does change some labels

@@ -36,6 +36,9 @@ def test_object_names_for_the_kernel():
     assert kernel._object_name("config") == "config"
     assert kernel._object_name(b"") is None
     assert kernel._object_name(b"a\0b") is None
+    # a NUL ends a C string in every buffer type the key may arrive in
+    assert kernel._object_name(bytearray(b"a\0b")) is None
+    assert kernel._object_name(memoryview(b"a\0b")) is None
     assert kernel._object_name(b"\xff") is None       # not passable as a C string name
     assert kernel._result([0, "ctx"]) == "ctx" and kernel._result("ctx") == "ctx"
 
