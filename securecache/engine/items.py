@@ -338,11 +338,12 @@ def _creatable(op, key: bytes) -> int:
 
 def _merged(op, request: ev.Store, record: Record):
     """append/prepend keep the item's flags and (absolute) expiry."""
-    old = bytes(record.value)
-    if request.mode is StoreMode.APPEND:
-        return record.flags, record.exptime, old + request.value
-    if request.mode is StoreMode.PREPEND:
-        return record.flags, record.exptime, request.value + old
+    mode = request.mode
+    if mode is StoreMode.APPEND or mode is StoreMode.PREPEND:
+        old = bytes(record.value)       # only these read the old value
+        value = old + request.value if mode is StoreMode.APPEND else \
+            request.value + old
+        return record.flags, record.exptime, value
     return request.flags, request.exptime, request.value
 
 

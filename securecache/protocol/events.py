@@ -32,6 +32,10 @@ class StoreMode(enum.Enum):
     PREPEND = "prepend"
     CAS = "cas"
 
+    # Members are singletons: hashed by identity, in C (Enum's own
+    # __hash__ is Python code, met by every table keyed by a member).
+    __hash__ = object.__hash__
+
 
 # ---------------------------------------------------------------- requests
 
@@ -339,6 +343,8 @@ class Status(enum.Enum):
     NOOP = "NOOP"
     AUTHENTICATED = "AUTHENTICATED"
     RESET = "RESET"
+
+    __hash__ = object.__hash__      # by identity, as StoreMode
 
 
 @dataclass(slots=True)

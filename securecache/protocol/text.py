@@ -28,6 +28,7 @@ This module imports nothing of ours but ``events`` (and ``meta``,
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import quote_from_bytes
@@ -121,8 +122,10 @@ def _uint(token: bytes, limit: int, error: bytes) -> int:
 
 
 def _int(token: bytes, error: bytes) -> int:
-    if token.isdigit() and len(token) <= 10 and int(token) <= INT_MAX:
-        return int(token)                            # most: no sign
+    if token.isdigit() and len(token) <= 10:         # most: no sign
+        value = int(token)
+        if value <= INT_MAX:
+            return value
     body = token[1:] if token[:1] == b"-" else token
     if not body.isdigit() or len(body) > 10:
         raise ProtocolError(error)
@@ -295,17 +298,16 @@ class TextCodec:
             # memcached drops the item a failed set would have replaced
             return ev.Oversized(key, drop=mode is ev.StoreMode.SET,
                                 tag=noreply)
-
-        def finish(data: bytes) -> ev.Store:
-            return ev.Store(mode, key, flags, exptime, data, cas=cas,
-                            tag=noreply)
         buffer = self._buffer
         if len(buffer) >= length + 2 and \
                 buffer[length:length + 2] == b"\r\n":
             # the data block came with its line (most sets): no wait
             data = bytes(buffer[:length])
             del buffer[:length + 2]
-            return finish(data)
+            return ev.Store(mode, key, flags, exptime, data, cas=cas,
+                            tag=noreply)
+        finish = functools.partial(ev.Store, mode, key, flags, exptime,
+                                   cas=cas, tag=noreply)  # finish(data)
         return _Block(length, finish, bool(noreply))
 
     def _read_login(self, tokens):
@@ -500,10 +502,12 @@ def _write_dump(reply: ev.Dump, tag: int) -> bytes:
     return b"".join(lines)
 
 
+STATUS_LINES = {status: status.value.encode() + b"\r\n" for status in ev.Status}
+
 WRITERS: dict[type, Callable] = {
     ev.Values: _write_values,
-    ev.Status: lambda r, t: r.value.encode() + b"\r\n",
-    ev.Done: lambda r, t: r.status.value.encode() + b"\r\n",
+    ev.Status: lambda r, t: STATUS_LINES[r],
+    ev.Done: lambda r, t: STATUS_LINES[r.status],
     ev.Number: lambda r, t: b"%d\r\n" % r.value,
     ev.StatsReply: _write_stats,
     ev.VersionReply: lambda r, t: b"VERSION %s\r\n" % r.version.encode(),

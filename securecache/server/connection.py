@@ -252,11 +252,11 @@ class Connection(asyncio.Protocol):
     def _queue_more(self) -> None:
         """Parse what is buffered into the part (not yet taken by the lane)
         or the backlog, up to the bound; then stop reading."""
-        backlog, parsed = self.backlog, []
+        backlog, parsed, codec = self.backlog, [], self.codec
         room = MAX_QUEUE - len(self.part or ()) - len(backlog)
         full = True
         while len(parsed) < room and self.queued_bytes < MAX_QUEUED_BYTES:
-            entry = self._next()
+            entry = self._next() if codec.buffered else None
             if entry is None:
                 full = False
                 break
