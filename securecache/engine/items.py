@@ -338,13 +338,14 @@ def _creatable(op, key: bytes) -> int:
 
 def _merged(op, request: ev.Store, record: Record):
     """append/prepend keep the item's flags and (absolute) expiry."""
-    mode = request.mode
-    if mode is StoreMode.APPEND or mode is StoreMode.PREPEND:
-        old = bytes(record.value)       # only these read the old value
-        value = old + request.value if mode is StoreMode.APPEND else \
-            request.value + old
-        return record.flags, record.exptime, value
-    return request.flags, request.exptime, request.value
+    mode = request.mode             # only these two copy the old value
+    if mode is StoreMode.APPEND:
+        value = bytes(record.value) + request.value
+    elif mode is StoreMode.PREPEND:
+        value = request.value + bytes(record.value)
+    else:
+        return request.flags, request.exptime, request.value
+    return record.flags, record.exptime, value
 
 
 def _rule_set(op, request, record):

@@ -502,7 +502,8 @@ def _write_dump(reply: ev.Dump, tag: int) -> bytes:
     return b"".join(lines)
 
 
-STATUS_LINES = {status: status.value.encode() + b"\r\n" for status in ev.Status}
+STATUS_LINES = {status: status.value.encode() + b"\r\n"
+                for status in ev.Status}
 
 WRITERS: dict[type, Callable] = {
     ev.Values: _write_values,

@@ -161,7 +161,7 @@ class Connection(asyncio.Protocol):
 
     def _next(self):
         """The next entry: a request or a ProtocolError; None for none."""
-        if self.ended:
+        if self.ended or not self.codec.buffered:   # no input, no event
             return None
         try:
             event = self.codec.next_event()
@@ -204,8 +204,6 @@ class Connection(asyncio.Protocol):
             if backlog:
                 entry = backlog.popleft()
                 self.queued_bytes -= _cost(entry)
-            elif not codec.buffered:    # a codec with no input has no event
-                break
             else:
                 entry = self._next()
                 if entry is None:
@@ -252,11 +250,11 @@ class Connection(asyncio.Protocol):
     def _queue_more(self) -> None:
         """Parse what is buffered into the part (not yet taken by the lane)
         or the backlog, up to the bound; then stop reading."""
-        backlog, parsed, codec = self.backlog, [], self.codec
+        backlog, parsed = self.backlog, []
         room = MAX_QUEUE - len(self.part or ()) - len(backlog)
         full = True
         while len(parsed) < room and self.queued_bytes < MAX_QUEUED_BYTES:
-            entry = self._next() if codec.buffered else None
+            entry = self._next()
             if entry is None:
                 full = False
                 break
