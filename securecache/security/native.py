@@ -139,6 +139,7 @@ SIGNATURES = {
     "scs_commit_bools": (ctypes.c_int, []),
     "scs_initial_context": (ctypes.c_int, [_u32, _pstr, _psize]),
     "scs_compute_create": (ctypes.c_int, [_u32, _u32, _u32, _str, _pstr, _psize]),
+    "scs_name_rules": (ctypes.c_int, [_u32, _u32, _u32]),
     "scs_sid_insert": (ctypes.c_int, [_str, ctypes.c_size_t, _u32]),
     "scs_sid_remove": (ctypes.c_int, [_u32]),
     "scs_canonical": (ctypes.c_int, [_str, ctypes.c_size_t, _pstr, _psize]),

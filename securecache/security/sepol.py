@@ -168,6 +168,7 @@ class PolicyServer(SecurityServer):
         self._perms = {}
         self._valid = OrderedDict()
         self._canonical = OrderedDict()
+        self._created = OrderedDict()   # (s, t, class) -> label, name-free
 
     def _initial_context(self, isid):
         out, size = ctypes.c_void_p(), ctypes.c_size_t()
@@ -254,6 +255,13 @@ class PolicyServer(SecurityServer):
             return AccessDecision(avd.allowed, avd.auditallow, avd.auditdeny, permissive)
 
     def compute_create(self, scontext, tcontext, tclass, name=None):
+        """The kernel's create computation (see scs_compute_create). Where
+        no name-based rule can apply to (source type, target type, class),
+        the label is the same for every name: it is remembered, per
+        (scontext, tcontext, tclass), until the policy is loaded again."""
+        created = self._created.get((scontext, tcontext, tclass))
+        if created is not None:
+            return created
         if isinstance(name, str):
             name = name.encode("utf-8")
         # a NUL (tested as an int: a one-byte bytes operand makes CPython
@@ -272,7 +280,10 @@ class PolicyServer(SecurityServer):
                 why = "is not a valid context" if rc == -errno.EACCES else f"failed ({rc})"
                 raise CreateLabelError(
                     f"create label for {scontext} in {tcontext} ({tclass}) {why}")
-            return native.take_string(self._lib, out)
+            created = native.take_string(self._lib, out)
+            if self._lib.scs_name_rules(ssid, tsid, cls) == 0:
+                _remember(self._created, (scontext, tcontext, tclass), created)
+            return created
 
     def check_context(self, ctx):
         if ctx in self._sids:

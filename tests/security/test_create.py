@@ -114,3 +114,29 @@ def test_a_name_with_a_nul_is_no_name(setup):
         assert with_nul == plain, (s, t, tclass)
         differs += named != plain
     assert differs        # the name does change some labels
+
+
+def test_a_label_no_name_rule_can_change_is_remembered(create_policy):
+    """A create label is remembered only where no name-based rule can apply
+    to its (source, target, class): remembered answers are the computed
+    ones, for every name, in any order of asking."""
+    srv = PolicyServer(create_policy)
+    oracle = H.CreateOracle(create_policy, {})
+    try:
+        for s, t, tclass in itertools.product(SOURCES, TARGETS, CLASSES):
+            for name in NAMES[::-1] + NAMES:     # a name first, then none
+                want = expected(srv, oracle, s, t, tclass, name)
+                got = actual(srv, s, t, tclass, name)
+                if got is not None:
+                    got = H.format_context(*H.parse_context(got))
+                assert got == want, (s, t, tclass, name)
+        remembered = set(srv._created)
+        named = {(s, t, c) for s, t, c in remembered
+                 if len({actual(srv, s, t, c, n) for n in NAMES}) > 1}
+        assert remembered and not named
+        # the name-based rule of the test policy: never remembered
+        assert (H.APP, H.CACHE, "kv_item") not in remembered
+        assert srv.compute_create(H.APP, H.CACHE, "kv_item", b"config") != \
+            srv.compute_create(H.APP, H.CACHE, "kv_item", None)
+    finally:
+        srv.close()

@@ -27,6 +27,9 @@
  *                       rules, role_transition, range_transition and the
  *                       default_user/role/type/range statements), which
  *                       libsepol's sepol_transition_sid only partly does
+ *   scs_name_rules      whether a name-based type_transition can apply to
+ *                       a (source, target, class): if none can, a create
+ *                       label does not depend on the name
  *   scs_permissive      the type's `typepermissive` flag
  *   scs_handle_unknown, scs_mls_enabled, scs_initial_context
  *   scs_sid_insert, scs_sid_remove  a SID table the caller bounds: it
@@ -388,6 +391,51 @@ static void filename_rule(const context_struct_t *s, const context_struct_t *t,
 			return;
 		}
 	}
+}
+
+struct name_rule_query {
+	uint32_t stype, ttype, tclass;
+};
+
+static int name_rule_applies(hashtab_key_t k, hashtab_datum_t d, void *args)
+{
+	const filename_trans_key_t *key = (const filename_trans_key_t *)k;
+	const struct name_rule_query *q = args;
+	const filename_trans_datum_t *datum;
+
+	if (key->ttype != q->ttype || key->tclass != q->tclass)
+		return 0;
+	for (datum = d; datum; datum = datum->next)
+		if (ebitmap_get_bit(&datum->stypes, q->stype - 1))
+			return 1;
+	return 0;
+}
+
+/*
+ * 1 if a name-based type_transition could apply to an object of class
+ * `tclass' that `ssid' creates in `tsid' (its label may then depend on the
+ * object's name), 0 if none can (the label is the same for every name),
+ * -EINVAL for an unknown SID.  It walks every name-based rule: the caller
+ * remembers the answer.
+ */
+int scs_name_rules(sepol_security_id_t ssid, sepol_security_id_t tsid,
+		   uint32_t tclass)
+{
+	context_struct_t *s, *t;
+	struct name_rule_query q;
+
+	if (!cur_pdb)
+		return -EINVAL;
+	s = sepol_sidtab_search(cur_sidtab, ssid);
+	t = sepol_sidtab_search(cur_sidtab, tsid);
+	if (!s || !t)
+		return -EINVAL;
+	if (!cur_pdb->filename_trans)
+		return 0;
+	q.stype = s->type;
+	q.ttype = t->type;
+	q.tclass = tclass;
+	return hashtab_map(cur_pdb->filename_trans, name_rule_applies, &q);
 }
 
 static void role_rule(const context_struct_t *s, const context_struct_t *t,
