@@ -60,7 +60,7 @@ def shown_cas(op, cas: int) -> int:
     return cas if op.engine.tunables.cas_enabled else 0
 
 
-def get(op, request: ev.Get) -> ev.Values:
+def get(op, request: ev.Get) -> ev.Values | ev.More:
     """get, gets, gat, gats, mg: hits the client may read, in order (in a
     read transaction: ``read_get``)."""
     if not op.txn.write:

@@ -44,8 +44,10 @@ class Op:
     __slots__ = ("engine", "txn", "session", "now", "access", "counters",
                  "max_item_size", "effects")
 
-    def __init__(self, engine, txn: Txn, session: Session, now: int,
-                 effects: Effects | None = None) -> None:
+    def __init__(self, engine, txn: Txn | None, session: Session | None,
+                 now: int, effects: Effects | None = None) -> None:
+        """``txn`` and ``session`` are None only in the read lane's reused
+        Op until its first read sets them."""
         self.engine = engine
         self.txn = txn
         self.session = session
