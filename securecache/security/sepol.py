@@ -259,7 +259,8 @@ class PolicyServer(SecurityServer):
         no name-based rule can apply to (source type, target type, class),
         the label is the same for every name: it is remembered, per
         (scontext, tcontext, tclass), until the policy is loaded again."""
-        created = self._created.get((scontext, tcontext, tclass))
+        memo_key = (scontext, tcontext, tclass)
+        created = self._created.get(memo_key)
         if created is not None:
             return created
         if isinstance(name, str):
@@ -282,7 +283,7 @@ class PolicyServer(SecurityServer):
                     f"create label for {scontext} in {tcontext} ({tclass}) {why}")
             created = native.take_string(self._lib, out)
             if self._lib.scs_name_rules(ssid, tsid, cls) == 0:
-                _remember(self._created, (scontext, tcontext, tclass), created)
+                _remember(self._created, memo_key, created)
             return created
 
     def check_context(self, ctx):

@@ -60,6 +60,7 @@ class Txn:
         if write:
             self._put_item = txn.cursor(self.items).put
             self._put_age = txn.cursor(self.age).put
+            self._put_expiry = txn.cursor(self.expiry).put
 
     # ------------------------------------------------------ lifecycle
     def __enter__(self) -> "Txn":
@@ -161,7 +162,7 @@ class Txn:
 
     def _index(self, key: bytes, record: Record) -> None:
         if record.exptime:
-            self.txn.put(U32.pack(record.exptime) + key, b"", db=self.expiry)
+            self._put_expiry(U32.pack(record.exptime) + key, b"")
         self._put_age(U64.pack(record.cas) + key, b"")
 
     def _unindex(self, key: bytes, record: Record) -> None:
