@@ -139,9 +139,9 @@ def sliced(op, prefix: bytes, after: bytes | None):
     A listing in slices lets the other clients have their turn between
     two slices; it is not one snapshot (nor is memcached's crawler): an
     item written meanwhile may or may not be listed. In a write group (a
-    listing pipelined behind a write) it is not sliced: a group answers
-    whole."""
-    scanned, limit = 0, None if op.txn.write else SLICE
+    listing pipelined behind a write) the first slice is the group's; the
+    rest come after its commit, like any sliced answer."""
+    scanned, limit = 0, SLICE
     for key, record in op.txn.scan(prefix, after):
         if scanned == limit:
             yield None, after

@@ -16,6 +16,11 @@ How this works: requests reach the engine in one of two lanes.
   fsync durability the commit is on disk when it returns). Its side
   effects are collected in ``Effects`` and applied once, with ``apply``,
   on the event loop after the commit; an aborted attempt's are dropped.
+  A group's replies are built whole before the commit, so each
+  connection's share of them is bounded: once its values pass
+  ``GROUP_SHARE`` (or a long answer was sliced, ``More``), its later
+  requests in the group answer ``LATER`` unrun and come back after the
+  commit, where reads are answered from the snapshot as the client reads.
 
 Each request is dispatched from a table to its handler (``items``,
 ``cache``, ``auth``), which checks permissions and acts inside the
@@ -58,6 +63,11 @@ WRITES = frozenset((ev.Store, ev.Delete, ev.Arith, ev.Touch, ev.FlushAll,
                     ev.Relabel, ev.Oversized, ev.Crawl))   # these two may delete
 WRITE = object()
 """``read``'s answer for a request that belongs to the write lane."""
+LATER = object()
+"""``run_group``'s answer for a request it did not run: its connection's
+replies in the group already hold their share (``GROUP_SHARE``); the
+connection sends it again after the commit, in order."""
+GROUP_SHARE = 256 << 10   # value bytes of one connection's replies per group
 SWEEP_BATCH = 1000
 EVICT_BATCH = 64
 EVICT_ROUNDS = 64
@@ -171,10 +181,14 @@ class Engine:
             return [_storage_error(error)] * len(batch), Effects()
         effects = self._limit_effects(0)
         self.reclaim_expired(None, effects.counters)
-        replies = []
+        replies, shares = [], Shares()
         for session, request in batch:
+            if shares.spent(session):
+                replies.append(LATER)
+                continue
             reply, alone = self._alone(session, request)
             replies.append(reply)
+            shares.count(session, reply)
             _merge(effects, alone)
         return replies, effects
 
@@ -201,10 +215,15 @@ class Engine:
             with self.storage.txn(True) as txn:
                 # one Op, moved from request to request
                 op = Op(self, txn, None, now, effects)
-                replies = []
+                replies, shares = [], Shares()
                 for session, request in batch:
+                    if shares.spent(session):
+                        replies.append(LATER)
+                        continue
                     op.session = session
-                    replies.append(self._run(op, request))
+                    reply = self._run(op, request)
+                    replies.append(reply)
+                    shares.count(session, reply)
         finally:
             effects.decisions = self.mac.take_decisions()
         _merge(effects, self._limit_effects(txn.written))
@@ -461,6 +480,35 @@ class Engine:
     def stats_rows(self, group: str, op: Op) -> list[tuple[str, object]]:
         """The rows of ``stats GROUP``."""
         return stats.GROUPS[group](self, op)
+
+
+class Shares:
+    """What each connection's replies hold in one group (see module doc):
+    a connection whose share is spent has its later requests answer
+    ``LATER``."""
+
+    __slots__ = ("held", "spent_by")
+
+    def __init__(self) -> None:
+        self.held: dict[int, int] = {}      # id(session) -> value bytes
+        self.spent_by: set[int] = set()
+
+    def spent(self, session: Session) -> bool:
+        """Has ``session`` no share left in this group?"""
+        return bool(self.spent_by) and id(session) in self.spent_by
+
+    def count(self, session: Session, reply) -> None:
+        """``reply`` was given to ``session`` in this group."""
+        kind = type(reply)
+        if kind is ev.More:             # the rest comes after the commit
+            self.spent_by.add(id(session))
+        elif kind is ev.Values and reply.items:
+            held = self.held.get(id(session), 0) + sum(
+                len(shown.value) for shown in reply.items
+                if shown.value is not None)
+            self.held[id(session)] = held
+            if held > GROUP_SHARE:
+                self.spent_by.add(id(session))
 
 
 def _merge(into: Effects, other: Effects) -> None:

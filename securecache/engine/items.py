@@ -11,6 +11,7 @@ and use. A denied read is a miss; any other denial raises ``AccessDenied``
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 from ..protocol import events as ev
 from ..protocol.events import Status, StoreMode
@@ -74,8 +75,9 @@ def get(op, request: ev.Get) -> ev.Values | ev.More:
     name = "get" if request.touch is None else "touch"
     settings = detail.tunables(op.engine)
     per_prefix = settings.detail
-    items = []
-    for key in keys:
+    items, size = [], 0
+    for index in range(request.start, len(keys)):
+        key = keys[index]
         record = live(op, key)
         if record is None and request.vivify is not None:
             _count_get(op, name, key, False, per_prefix)
@@ -100,6 +102,11 @@ def get(op, request: ev.Get) -> ev.Values | ev.More:
         _watched_get(op, key, record, shown)
         if request.bump:
             op.fetched(key)
+        size += shown.size
+        if size > SLICE_BYTES and index + 1 < len(keys):
+            # A long answer goes in slices: the rest in a later group.
+            return ev.More(ev.Values(items, final=False),
+                           dataclasses.replace(request, start=index + 1))
     return ev.Values(items)
 
 
@@ -113,32 +120,37 @@ def read_get(op, request: ev.Get) -> ev.Values | ev.More:
     """get, gets, mg, binary get in the read lane: the lean path of the hot
     loop (a get with touch, vivify or recache writes: ``get`` runs it).
 
-    Every item is looked at first: a stale one whose recache token is free
-    moves the request to the write lane before anything is checked or
-    counted."""
+    Every item of a slice is looked at first: a stale one whose recache
+    token is free moves the request (or the rest of a sliced one) to the
+    write lane before anything of the slice is checked or counted. A slice
+    looks only at its own keys: a line of N keys costs N lookups."""
     txn, now, keys = op.txn, op.now, request.keys
     if len(keys) == 1:
         return _read_one(op, request, keys[0])
     flushing = txn.due_flushes(now)
-    found = []
-    for key in keys:
-        record = txn.get(key)
+    # the keys of this slice: up to SLICE_BYTES of values, looked at once
+    start = end = request.start
+    found, size = [], 0
+    while end < len(keys) and size <= SLICE_BYTES:
+        record = txn.get(keys[end])
         if record is not None:
             if record.exptime and record.exptime <= now:
-                op.expired(key, record)
+                op.expired(keys[end], record)
                 record = None
-            elif flushing and cache.hidden_by_flush(op, key, record):
+            elif flushing and cache.hidden_by_flush(op, keys[end], record):
                 record = None             # a due delayed flush removes it
-            elif record.state and wants_token(record):
-                op.need_write()
+            else:
+                if record.state and wants_token(record):
+                    op.need_write()
+                size += len(record.value)
         found.append(record)
+        end += 1
     perm = "read" if request.value else "getattr"
     settings = op.engine.tunables
     cas_enabled = settings.cas_enabled
     allowed, session = op.access.allowed, op.session
-    items, size, hits = [], 0, 0
-    for index, record in enumerate(found):
-        key = keys[index]
+    items, hits = [], 0
+    for key, record in zip(itertools.islice(keys, start, end), found):
         # kv_item:read (getattr for metadata only): a denial is a miss.
         hit = record is not None and allowed(session, txn, record, perm, key)
         if settings.detail:                              # stats detail on
@@ -146,15 +158,12 @@ def read_get(op, request: ev.Get) -> ev.Values | ev.More:
         if not hit:
             continue
         hits += 1
-        shown = _hit(op, request, key, record, cas_enabled)
-        items.append(shown)
-        size += shown.size
-        if size > SLICE_BYTES and index + 1 < len(keys):
-            # A long answer goes in slices: the rest after others' turn.
-            _count_reads(op, hits, index + 1 - hits)
-            return ev.More(ev.Values(items, final=False),
-                           dataclasses.replace(request, keys=keys[index + 1:]))
-    _count_reads(op, hits, len(keys) - hits)
+        items.append(_hit(op, request, key, record, cas_enabled))
+    _count_reads(op, hits, len(found) - hits)
+    if end < len(keys):
+        # A long answer goes in slices: the rest after others' turn.
+        return ev.More(ev.Values(items, final=False),
+                       dataclasses.replace(request, start=end))
     return ev.Values(items)
 
 

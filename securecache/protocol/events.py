@@ -59,6 +59,7 @@ class Get:
     bump: bool = True               # meta u off: do not count as a fetch
     history: bool = True            # report fetched-before and last access
     tag: Any = None
+    start: int = 0                  # keys before it are answered (a slice)
 
 
 @dataclass(slots=True)

@@ -30,7 +30,7 @@ import logging
 import time
 from collections import deque
 
-from ..engine.core import WRITE
+from ..engine.core import LATER, WRITE
 from ..protocol import events as ev
 from ..protocol.binary import BinaryCodec, is_binary
 from ..protocol.events import NEED_DATA, ProtocolError
@@ -88,7 +88,9 @@ class Connection(asyncio.Protocol):
     def eof_received(self) -> bool:
         """The client half-closed: answer what it sent, then close."""
         self.eof = True
-        if not self.busy:
+        if self.closing:                # lingering: nothing more to drain
+            self.transport.close()
+        elif self.waiting:
             self.close()
         return True                     # keep the transport open to reply
 
@@ -190,9 +192,8 @@ class Connection(asyncio.Protocol):
         if self.busy or "replies" in self.paused:
             if self.busy:
                 self._queue_more()
-            self._finish(out, close=self.eof and not self.busy)
             return
-        size = 0
+        size, drained = 0, False
         backlog, paused, codec = self.backlog, self.paused, self.codec
         read, session = self.engine.read, self.session
         while True:
@@ -207,6 +208,7 @@ class Connection(asyncio.Protocol):
             else:
                 entry = self._next()
                 if entry is None:
+                    drained = True
                     break
             if isinstance(entry, ProtocolError):
                 out.append(entry.reply)
@@ -233,12 +235,13 @@ class Connection(asyncio.Protocol):
                 return
         if self.busy:
             self._queue_more()
-        self._finish(out, close=self.eof and not self.busy)
+        # at EOF, close once every request received has been answered
+        self._finish(out, close=self.eof and drained and not self.busy)
 
     def _later(self, rest) -> None:
         """A sliced read goes on with ``rest`` once the other clients had
         their turn (writes are never sliced: a group runs whole)."""
-        self.backlog.appendleft(rest)
+        self._requeue([rest])
         self.slicing = True
         asyncio.get_running_loop().call_soon(self._resume_slices)
 
@@ -285,29 +288,46 @@ class Connection(asyncio.Protocol):
         """The lane's replies to ``entries`` (requests only), in order."""
         self.flight = None
         self.queued_bytes -= sum(_cost(entry) for entry in entries)
-        replies = iter(replies)
+        out, close = self._answers(entries, iter(replies))
+        if close:
+            self._finish(out, close=True)
+            return
+        self._write(b"".join(out))
+        if "queue" in self.paused:
+            self._resume("queue")
+        self._walk()
+        # the client waited for a commit: its replies go now, not after
+        # the next turn's reads
+        self.flush()
+
+    def _answers(self, entries: list, replies) -> tuple[list[bytes], bool]:
+        """The rendered replies of a group part, and whether to close.
+        What the group left for later (``LATER``, the rest of a sliced
+        answer) goes back to the front of the backlog, in order."""
         out = []
-        for entry in entries:
+        for index, entry in enumerate(entries):
             if isinstance(entry, ProtocolError):
                 out.append(entry.reply)
                 if entry.close:
-                    break
+                    return out, True
                 continue
             reply = next(replies)
+            if reply is LATER:
+                self._requeue(entries[index:])
+                break
+            if type(reply) is ev.More:
+                out.append(self._render(entry, reply.part))
+                self._requeue([reply.rest, *entries[index + 1:]])
+                break
             out.append(self._render(entry, reply))
             if type(reply) is ev.Close or self.codec.must_close:
-                self._finish(out, close=True)
-                return
-        else:
-            self._write(b"".join(out))
-            if "queue" in self.paused:
-                self._resume("queue")
-            self._walk()
-            # the client waited for a commit: its replies go now, not after
-            # the next turn's reads
-            self.flush()
-            return
-        self._finish(out, close=True)
+                return out, True
+        return out, False
+
+    def _requeue(self, entries: list) -> None:
+        """Put ``entries`` back at the front of the backlog, in order."""
+        self.backlog.extendleft(reversed(entries))
+        self.queued_bytes += sum(_cost(entry) for entry in entries)
 
     # ----------------------------------------------------------- output
     def _render(self, entry, reply) -> bytes:
@@ -371,6 +391,7 @@ class Connection(asyncio.Protocol):
             return
         self.flush()
         self.closing = True
+        self.server.forget(self)        # a closing client holds no slot
         transport = self.transport
         if self.eof or transport.is_closing() or \
                 not transport.can_write_eof():

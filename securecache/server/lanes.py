@@ -32,6 +32,7 @@ import asyncio
 import threading
 from collections import deque
 
+from ..engine.core import LATER
 from ..protocol import events as ev
 from ..protocol.events import ProtocolError
 
@@ -219,7 +220,7 @@ class WriteLane:
         replies, effects = result
         self.engine.apply(effects)
         self.groups += 1
-        self.requests += len(replies)
+        self.requests += sum(reply is not LATER for reply in replies)
         start = 0
         for conn, entries in parts:
             count = sum(not isinstance(e, ProtocolError) for e in entries)

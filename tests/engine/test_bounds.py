@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from securecache.engine import Engine, Session
 from securecache.engine.cache import SLICE
+from securecache.engine.core import GROUP_SHARE, LATER
 from securecache.protocol import events as ev
 from securecache.protocol.events import Status, StoreMode
-from securecache.storage import Storage
+from securecache.storage import Storage, Txn
 
-from test_engine import (ADMIN, LOCAL, clock, engine, get, mac, run,  # noqa: F401
-                         store)
+from test_engine import (ADMIN, LOCAL, clock, engine, get, mac,  # noqa: F401
+                         outcome, run, store)
 
 
 def test_sets_refused_with_evictions_off_count_outofmemory(tmp_path, mac,
@@ -147,7 +148,66 @@ def test_cachedump_answers_in_slices_and_keeps_its_limit(engine):
     assert keys == [b"k%05d" % i for i in range(2 * SLICE + 500)]
 
 
-def test_listing_in_a_write_group_is_answered_whole(engine):
+def test_listing_in_a_write_group_answers_its_first_slice(engine):
+    """A listing behind a write runs in the group: its first slice there,
+    the rest after the commit (the group does not hold the whole dump)."""
     fill(engine, SLICE + 500)
     reply = run(engine, ev.MetaDump())
-    assert type(reply) is ev.KeyList and len(reply.items) == SLICE + 500
+    assert type(reply) is ev.More and len(reply.part.items) == SLICE
+    rest = slices(engine, reply.rest)
+    assert [len(p.items) for p in rest] == [500]
+
+
+BIG = b"x" * 60000
+
+
+def test_a_group_holds_a_bounded_share_of_each_connections_replies(engine):
+    """Gets pipelined behind a write run in its group until their values
+    pass the connection's share; the rest answer LATER, unrun (and are
+    not counted), while another connection's requests still run."""
+    store(engine, b"big", BIG)
+    mine, other = Session(LOCAL), Session(LOCAL)
+    batch = [(mine, ev.Store(StoreMode.SET, b"k", 0, 0, b"v"))]
+    batch += [(mine, ev.Get([b"big"])) for _ in range(20)]
+    batch += [(other, ev.Get([b"big"])), (other, ev.Delete(b"k"))]
+    hits = engine.counters["get_hits"]
+    replies = engine.execute(batch)
+    share = GROUP_SHARE // len(BIG) + 1
+    ran = replies[1:1 + share]
+    assert all(r.items[0].value == BIG for r in ran)
+    assert replies[1 + share:21] == [LATER] * (20 - share)
+    assert replies[21].items[0].value == BIG
+    assert outcome(replies[22]) is Status.DELETED
+    assert engine.counters["get_hits"] == hits + share + 1
+
+
+def test_a_long_get_in_a_group_is_sliced(engine):
+    """gat of many large items in a write group: a slice, then the rest
+    (which starts where the slice ended) in a later group."""
+    keys = [b"g%d" % i for i in range(12)]
+    for key in keys:
+        store(engine, key, BIG)
+    reply = run(engine, ev.Get(keys, touch=100))
+    assert type(reply) is ev.More and not reply.part.final
+    first = [item.key for item in reply.part.items]
+    assert first == keys[:len(first)] and 1 < len(first) < len(keys)
+    assert reply.rest.start == len(first) and reply.rest.touch == 100
+    rest = run(engine, reply.rest)
+    while type(rest) is ev.More:
+        first += [item.key for item in rest.part.items]
+        rest = run(engine, rest.rest)
+    assert first + [item.key for item in rest.items] == keys
+
+
+def test_a_sliced_get_looks_up_each_key_once(engine, monkeypatch):
+    """A get line of N keys answered in slices costs N lookups, not one
+    scan of every remaining key per slice."""
+    store(engine, b"big", BIG)
+    lookups = []
+    real = Txn.get
+    monkeypatch.setattr(Txn, "get",
+                        lambda txn, key: lookups.append(key) or real(txn, key))
+    parts = slices(engine, ev.Get([b"big"] * 200))
+    assert len(parts) > 10
+    assert sum(len(p.items) for p in parts) == 200
+    assert len(lookups) == 200
