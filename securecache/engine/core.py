@@ -471,7 +471,9 @@ class Engine:
         return self.shared.total()
 
     def reset_counters(self) -> None:
-        """``stats reset``: every worker's counters start from zero."""
+        """``stats reset``: every worker's counters start from zero, and
+        this process's ``stats detail`` prefix counts (as memcached's)."""
+        detail.tunables(self).prefixes.clear()
         if self.shared is not None:
             self.shared.reset()
         else:

@@ -18,8 +18,9 @@ block is swallowed and becomes an ``Oversized`` request (the engine drops
 the item a ``set`` would have replaced); a block without its terminating
 CRLF is refused after reading exactly the announced length plus two; an
 HTTP request line closes the connection without a reply; and a line longer
-than ``MAX_LINE`` without a newline closes the connection unless it is a
-retrieval command, whose lines may be up to ``MAX_GET_LINE``. memcached's
+than ``MAX_LINE``, with or without its newline (the answer never depends on
+how the stream was cut), closes the connection unless it is a retrieval
+command, whose lines may be up to ``MAX_GET_LINE``. memcached's
 operator commands are read by ``textadmin``.
 
 This module imports nothing of ours but ``events`` (and ``meta``,

@@ -87,6 +87,8 @@ def test_stats_detail_counts_per_prefix(engine):
     assert run(engine, ev.Detail("off")) is Status.OK
     get(engine, b"user:1")
     assert run(engine, ev.Detail("dump")).rows == [(b"user", 2, 1, 1, 1)]
+    assert run(engine, ev.Stats("reset")) is Status.RESET
+    assert run(engine, ev.Detail("dump")).rows == []
 
 
 def test_crawl_reclaims_expired_items(engine, clock):

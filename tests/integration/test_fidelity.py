@@ -271,6 +271,8 @@ def test_stats_detail(pair):
     ours, theirs = both(pair, b"stats detail dump\r\n")
     line = b"PREFIX pfx get 2 hit 1 set 1 del 1\r\n"
     assert line in ours and line in theirs
+    same(pair, b"stats reset\r\n")                # clears the prefixes too
+    same(pair, b"stats detail dump\r\n")
     same(pair, b"stats detail off\r\n")
     detail = {k: b"detail " + k.encode() for k in ("on", "off")}
     packets = b"".join(bin_request(0x10, key, opaque=i)

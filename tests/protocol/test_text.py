@@ -248,6 +248,12 @@ def test_long_line_without_newline_closes():
     assert events == [("error", b"CLIENT_ERROR line too long\r\n", True)]
 
 
+def test_long_line_with_its_newline_closes_too():
+    """The same answer whole and byte by byte (see the module doc)."""
+    events = each_mode(b"foo " + b"a" * 3000 + b"\r\nversion\r\n")
+    assert events == [("error", b"CLIENT_ERROR line too long\r\n", True)]
+
+
 def test_long_get_line_waits_for_its_newline():
     keys = b" ".join(b"k%d" % i for i in range(6000))
     events = each_mode(b"get " + keys + b"\r\n")
