@@ -141,9 +141,9 @@ def sliced(op, prefix: bytes, after: bytes | None):
     item written meanwhile may or may not be listed. In a write group (a
     listing pipelined behind a write) the first slice is the group's; the
     rest come after its commit, like any sliced answer."""
-    scanned, limit = 0, SLICE
+    scanned = 0
     for key, record in op.txn.scan(prefix, after):
-        if scanned == limit:
+        if scanned == SLICE:
             yield None, after
             return
         scanned, after = scanned + 1, key

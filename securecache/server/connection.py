@@ -240,7 +240,7 @@ class Connection(asyncio.Protocol):
 
     def _later(self, rest) -> None:
         """A sliced read goes on with ``rest`` once the other clients had
-        their turn (writes are never sliced: a group runs whole)."""
+        their turn (a group's sliced answers come back in ``_answers``)."""
         self._requeue([rest])
         self.slicing = True
         asyncio.get_running_loop().call_soon(self._resume_slices)
