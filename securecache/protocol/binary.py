@@ -17,8 +17,10 @@ unknown opcode answers 0x81 and its body is skipped; a value over
 ``max_item_size`` answers 0x03 and its body is skipped (never buffered).
 Any other body longer than ``max_body`` (max item size + header room)
 answers 0x03 and closes. SASL LIST MECHS becomes ``Mechanisms`` (answered
-"PLAIN") and AUTH/STEP with PLAIN ``Authenticate``. A request refused for want of a login closes the
-connection after its 0x20, as memcached's ``-S`` does.
+"PLAIN") and AUTH/STEP with PLAIN ``Authenticate``; with SASL off (a
+daemon without an auth file) the three are unknown opcodes, as in
+memcached without ``-S``. A request refused for want of a login closes
+the connection after its 0x20, as memcached's ``-S`` does.
 
 This module imports nothing of ours but ``events``.
 """
@@ -273,6 +275,7 @@ def _specs() -> dict[int, Spec]:
 
 
 OPCODES: dict[int, Spec] = _specs()
+SASL_OPS = frozenset((Op.SASL_LIST_MECHS, Op.SASL_AUTH, Op.SASL_STEP))
 WITH_VALUE = frozenset((Op.SET, Op.ADD, Op.REPLACE, Op.APPEND, Op.PREPEND))
 WITH_KEY = frozenset((Op.GETK, Op.GATK))
 
@@ -293,8 +296,12 @@ class _Skip:
 class BinaryCodec:
     """One connection's binary-protocol state (see the module docstring)."""
 
-    def __init__(self, max_item_size: int = 1 << 20) -> None:
+    def __init__(self, max_item_size: int = 1 << 20, *,
+                 sasl: bool = True) -> None:
+        """``sasl``: SASL's opcodes are requests (the daemon has users);
+        without, they are unknown opcodes, as memcached's without -S."""
         self.max_item_size = max_item_size
+        self.sasl = sasl
         self.max_body = max_item_size + HEADER_ROOM
         self._buffer = bytearray()
         self._header: Header | None = None
@@ -357,6 +364,9 @@ class BinaryCodec:
             return
         if h.bodylen > self.max_body:
             self._close(error_packet(tag, St.E2BIG))
+        if h.opcode in SASL_OPS and not self.sasl:
+            # checked as SASL, then unknown: memcached without -S
+            self._fail_and_skip(h, error_packet(tag, St.UNKNOWN_COMMAND))
 
     def _fail_and_skip(self, h: Header, reply: bytes) -> None:
         self._skip = _Skip(h.bodylen)

@@ -271,8 +271,7 @@ class TextCodec:
         if len(tokens) < 2:
             raise ProtocolError(ERROR)
         exptime = _int(tokens[1], BAD_EXPTIME)
-        if len(tokens) < 3:
-            raise ProtocolError(ERROR)
+        # no key after the exptime: nothing fetched, memcached's END
         keys = [_key(t) for t in tokens[2:]]
         return ev.Get(keys, touch=exptime, history=False,
                       tag=WITH_CAS if tokens[0] == b"gats" else 0)

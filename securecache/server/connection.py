@@ -137,8 +137,9 @@ class Connection(asyncio.Protocol):
             protocol = self.server.listen.protocol          # -B
             binary = is_binary(data[0]) if protocol == "auto" else \
                 protocol == "binary"
-            self.codec = BinaryCodec(size) if binary else \
-                TextCodec(size, auth=self.server.listen.auth)
+            auth = self.server.listen.auth          # -Y: users to log in
+            self.codec = BinaryCodec(size, sasl=auth) if binary else \
+                TextCodec(size, auth=auth)
         self.codec.receive_data(data)
         self._walk()
         if self.codec.buffered and self.partial_since is None:

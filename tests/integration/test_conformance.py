@@ -69,6 +69,7 @@ CASES = {
     "delete with time": b"delete k 5\r\n",
     "touch without exptime": b"touch k\r\n",
     "gat bad exptime": b"gat k\r\n",
+    "gat without keys": b"gat 10\r\ngats 10 \r\n",
     "flush_all bad delay": b"flush_all x\r\n",
     "verbosity without level": b"verbosity\r\n",
     "stats unknown group": b"stats nope\r\n",

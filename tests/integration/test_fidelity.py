@@ -314,6 +314,16 @@ def test_binary_stat_sizes(pair):
     assert values[0][0].value.endswith(b"END\r\n")
 
 
+@pytest.mark.parametrize("opcode, key, value", [
+    (0x20, b"", b""), (0x21, b"PLAIN", b"\0u\0p"), (0x22, b"PLAIN", b"x")],
+    ids=["list-mechs", "auth", "step"])
+def test_binary_sasl_without_an_auth_file(pair, opcode, key, value):
+    # no -Y: SASL is off, its opcodes are unknown commands (memcached
+    # without -S), and the connection goes on (a NOOP behind it answers)
+    same(pair, bin_request(opcode, key, value=value, opaque=3)
+         + bin_request(0x0a, opaque=4))
+
+
 def test_metadump_hash_lists_every_item(pair):
     for server in pair:
         with Conn(server.port) as conn:

@@ -314,6 +314,23 @@ def test_sasl_plain(one):
             op, St.AUTH_ERROR, 2, value=b"Auth failure.")
 
 
+@pytest.mark.parametrize("op", [Op.SASL_LIST_MECHS, Op.SASL_AUTH,
+                                Op.SASL_STEP])
+def test_sasl_off_its_opcodes_are_unknown(all_ways, mc, op):
+    # SASL off (no auth file): as memcached without -S, an unknown
+    # command whose body is skipped; the connection goes on
+    data = req(op, opaque=6) if op == Op.SASL_LIST_MECHS else \
+        req(op, b"PLAIN", value=b"\0u\0p", opaque=6)
+    events = all_ways(lambda: BinaryCodec(sasl=False), data, NOOP)
+    unknown = packet(op, St.UNKNOWN_COMMAND, 6, value=b"Unknown command")
+    assert events == [err(unknown)]
+    assert mc(data) == unknown
+    # a packet malformed for its opcode is refused as such first
+    bad = req(op, b"", b"abcd", opaque=7)
+    assert all_ways(lambda: BinaryCodec(sasl=False), bad, NOOP) == [err(
+        packet(op, St.EINVAL, 7, value=b"Invalid arguments"), True)]
+
+
 @pytest.mark.parametrize("key, value", [
     (b"CRAM-MD5", b"\0alice\0pw"), (b"PLAIN", b"alice\0pw"),
     (b"PLAIN", b"mallory\0alice\0pw"), (b"PLAIN", b"\0\xff\0pw")])

@@ -64,6 +64,9 @@ def each_mode(data: bytes, **kwargs) -> list:
     (b"gets a b\r\n", [ev.Get([b"a", b"b"], history=False, tag=2)]),
     (b"gat 10 a b\r\n", [ev.Get([b"a", b"b"], touch=10, history=False, tag=0)]),
     (b"gats -1 a\r\n", [ev.Get([b"a"], touch=-1, history=False, tag=2)]),
+    # no key after the exptime: nothing to fetch, END (as memcached)
+    (b"gat 10\r\n", [ev.Get([], touch=10, history=False, tag=0)]),
+    (b"gats 10 \r\n", [ev.Get([], touch=10, history=False, tag=2)]),
     (b"get k\n", [ev.Get([b"k"], history=False, tag=0)]),
     (b"delete k\r\n", [ev.Delete(b"k", tag=0)]),
     (b"delete k 0\r\n", [ev.Delete(b"k", tag=0)]),
