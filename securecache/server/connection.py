@@ -12,7 +12,10 @@ client reads its own writes; when the lane hands the replies back
 The replies of one walk leave together, one ``write``, as soon as the walk
 ends (``_send``): a reply never waits for the other clients' requests of
 the loop turn. (Writing every reply at the end of the turn instead cost
-more CPU per request and a longer tail: see docs/performance.md.) Watch
+more CPU per request and a longer tail: see docs/performance.md.) A walk
+that ends at the client's own write holds the replies before it
+(``held``) and they leave with the write's, so a pipelined chunk costs
+one ``write``, as memcached's replies to one read leave in one. Watch
 lines are queued (``_write``) and written at the end of the turn.
 
 Flow control: reading pauses while the transport's write buffer is above
@@ -71,6 +74,7 @@ class Connection(asyncio.Protocol):
         self.debug = log.isEnabledFor(logging.DEBUG)    # -vv: log traffic
         self.pending: list[bytes] | None = None   # replies not yet written
         self.pending_size = 0
+        self.held: list[bytes] = []   # replies before a write in flight
 
     # ------------------------------------------------------- lifecycle
     def connection_made(self, transport) -> None:
@@ -236,6 +240,9 @@ class Connection(asyncio.Protocol):
                 return
         if self.busy:
             self._queue_more()
+            if self.part is not None:   # held for the write's replies
+                self.held += out
+                return
         # at EOF, close once every request received has been answered
         self._finish(out, close=self.eof and drained and not self.busy)
 
@@ -290,6 +297,8 @@ class Connection(asyncio.Protocol):
         self.flight = None
         self.queued_bytes -= sum(_cost(entry) for entry in entries)
         out, close = self._answers(entries, iter(replies))
+        if self.held:
+            out[:0], self.held = self.held, []
         if close:
             self._finish(out, close=True)
             return
