@@ -226,7 +226,6 @@ class Connection(asyncio.Protocol):
                 self.part = [entry, *backlog]
                 self.queued_bytes += _cost(entry)   # the part counts it
                 backlog.clear()
-                self.server.lane.submit(self)
                 break
             if type(reply) is ev.More:
                 out.append(self._render(entry, reply.part))
@@ -240,8 +239,12 @@ class Connection(asyncio.Protocol):
                 return
         if self.busy:
             self._queue_more()
-            if self.part is not None:   # held for the write's replies
+            if self.part is not None:
+                # a new part, with the rest of the input behind it: to
+                # the lane whole (the storage thread may take a group at
+                # any moment), the replies before it held for its own
                 self.held += out
+                self.server.lane.submit(self)
                 return
         # at EOF, close once every request received has been answered
         self._finish(out, close=self.eof and drained and not self.busy)

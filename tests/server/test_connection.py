@@ -110,6 +110,30 @@ def test_a_reply_leaves_before_the_next_client_is_read(tmp_path, mac):
 
 
 @pytest.mark.parametrize("durability", ["async", "fsync"])
+def test_a_part_reaches_the_lane_whole(tmp_path, mac, durability):
+    # the storage thread may take a group the moment a part is submitted:
+    # the rest of the chunk must be in the part by then, or it waits for
+    # a second group (and the reads' replies for a second write)
+    async def body(server, connect):
+        conn, transport = connect()
+        submitted = []
+        lane_submit = server.lane.submit
+
+        def submit(connection):
+            submitted.append(len(connection.part))
+            lane_submit(connection)
+        server.lane.submit = submit
+        conn.data_received(b"get a\r\nset a 0 0 1\r\n1\r\nget a\r\n"
+                           b"set b 0 0 1\r\n2\r\nget b\r\n")
+        assert submitted == [4]
+        await settle(server)
+        assert transport.writes == [b"END\r\nSTORED\r\nVALUE a 0 1\r\n1"
+                                    b"\r\nEND\r\nSTORED\r\nVALUE b 0 1\r\n"
+                                    b"2\r\nEND\r\n"]
+    serve(tmp_path, mac, durability, body)
+
+
+@pytest.mark.parametrize("durability", ["async", "fsync"])
 def test_the_replies_of_a_chunk_leave_in_one_write(tmp_path, mac,
                                                    durability):
     async def body(server, connect):
