@@ -3,6 +3,7 @@ memcached and Debian's memcslap (the load itself is never timed here)."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import shutil
@@ -13,9 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from securecache.security import open_mac
+
 from .daemons import Memcached
 
 BENCH = Path(__file__).resolve().parents[2] / "tools" / "bench" / "bench.py"
+HOTPATH = BENCH.with_name("hotpath.py")
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +137,24 @@ def _exchange(port: int, chunks: list[bytes], size: int) -> bytes:
             assert data, got
             got += data
     return got
+
+
+def test_hotpath_pipelined_load_answers_every_request(tmp_path):
+    # the in-process pipelined load is what it says: every request of
+    # every client answered, on real connections, lane and LMDB engine
+    spec = importlib.util.spec_from_file_location("hotpath", HOTPATH)
+    hotpath = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hotpath)
+    keys = [b"k%d" % i for i in range(200)]
+    storage, engine = hotpath.loaded(tmp_path / "d", "async",
+                                     open_mac("policy", audit="none"), keys)
+    try:
+        cpu, sent, replies = asyncio.run(hotpath.pipelined(engine, keys,
+                                                           1600))
+        assert sent >= 1600 and replies == sent
+        counters = engine.counters
+        assert counters["get_misses"] == 0       # every key was stored
+        assert counters["get_hits"] + counters["set_hits"] - len(keys) \
+            == sent
+    finally:
+        storage.close()
