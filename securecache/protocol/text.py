@@ -122,6 +122,15 @@ def _uint(token: bytes, limit: int, error: bytes) -> int:
     return value
 
 
+def _flags(token: bytes) -> int:
+    if token.isdigit() and len(token) < 10:          # most: below 2^32
+        return int(token)
+    value = client_flags(token)     # memcached's rule: mod 2^32
+    if value is None:
+        raise ProtocolError(BAD_FORMAT)
+    return value
+
+
 def _int(token: bytes, error: bytes) -> int:
     if token.isdigit() and len(token) <= 10:         # most: no sign
         value = int(token)
@@ -284,7 +293,7 @@ class TextCodec:
         noreply = _noreply(tokens, count)
         try:
             key = _key(tokens[1])
-            flags = _uint(tokens[2], U32, BAD_FORMAT)
+            flags = _flags(tokens[2])
             exptime = _int(tokens[3], BAD_FORMAT)
             length = _int(tokens[4], BAD_FORMAT)
             cas = _uint(tokens[5], U64, BAD_FORMAT) if is_cas else 0
@@ -575,6 +584,6 @@ WRITERS[ev.WatchEvent] = lambda r, t: _admin.write_watch_event(r)
 
 # Meta commands share the text connection (memcached does the same).
 from .meta import READERS as META_READERS  # noqa: E402
-from .meta import is_meta, render as render_meta  # noqa: E402
+from .meta import client_flags, is_meta, render as render_meta  # noqa: E402
 
 READERS.update(META_READERS)

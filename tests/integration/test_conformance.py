@@ -70,6 +70,11 @@ CASES = {
     "touch without exptime": b"touch k\r\n",
     "gat bad exptime": b"gat k\r\n",
     "gat without keys": b"gat 10\r\ngats 10 \r\n",
+    "flags kept mod 2^32": b"set f 4294967297 0 1\r\nx\r\nget f\r\n"
+    b"set g +5 0 1\r\nx\r\nget g\r\nset h -0 0 1\r\nx\r\nget h\r\n"
+    b"set i 18446744073709551615 0 1\r\nx\r\nget i\r\n"
+    b"set j 18446744073709551616 0 1\r\nx\r\nset k -1 0 1\r\nx\r\n"
+    b"append f 4294967296 0 1\r\ny\r\nget f\r\n",
     "flush_all bad delay": b"flush_all x\r\n",
     "verbosity without level": b"verbosity\r\n",
     "stats unknown group": b"stats nope\r\n",
