@@ -88,6 +88,8 @@ def stats_detail(op, request: ev.Detail):
 
 def crawl(op, request: ev.Crawl):
     """lru_crawler crawl: reclaim every expired item now (kv_cache:setattr)."""
+    if not detail.tunables(op.engine).lru_crawler:
+        return CRAWLER_DISABLED
     op.access.require_cache(op.session, "setattr")    # kv_cache:setattr
     expired = op.txn.expired_keys(op.now, 1 << 62)
     if expired:
@@ -99,11 +101,20 @@ def crawl(op, request: ev.Crawl):
 
 
 def tune(op, request: ev.Tune):
-    """lru mode, slabs automove: kv_cache:setattr; shown in stats settings."""
+    """lru mode, slabs automove, the crawler's settings: kv_cache:setattr;
+    shown in stats settings."""
     op.access.require_cache(op.session, "setattr")    # kv_cache:setattr
-    setattr(detail.tunables(op.engine), request.name, request.value)
+    settings = detail.tunables(op.engine)
+    if request.name == "lru_crawler" and request.value and \
+            settings.lru_crawler:
+        # memcached's answer to starting the crawler that runs
+        return ev.Refused("ERROR", "failed to start lru crawler thread")
+    setattr(settings, request.name, request.value)
     return Status.OK
 
+
+CRAWLER_DISABLED = ev.ClientError("lru crawler disabled")
+"""lru_crawler crawl and metadump after ``lru_crawler disable``."""
 
 HANDLERS = {
     ev.Oversized: oversized,

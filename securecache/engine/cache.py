@@ -118,8 +118,11 @@ def metadump(op, request: ev.MetaDump):
     """lru_crawler metadump: keys the client may getattr, in key order
     (unless the server was started with -X). Answered in slices of
     ``SLICE`` items scanned, each from a new snapshot (see ``sliced``)."""
-    if not tunables(op.engine).dump_enabled:
+    settings = tunables(op.engine)
+    if not settings.dump_enabled:
         return ev.Disabled("metadump")
+    if not settings.lru_crawler:             # lru_crawler disable
+        return admin.CRAWLER_DISABLED
     items = []
     if request.classes is not None and 1 not in request.classes:
         return ev.KeyList(items, op.now)        # every item is in class 1

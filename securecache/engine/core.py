@@ -345,7 +345,10 @@ class Engine:
                         self._fire_flushes(txn, now, effects)
                     txn.record_access(fetches)
             if periodic:
-                self.reclaim_expired(SWEEP_BATCH, effects.counters, lazy)
+                # the crawler's sweep of the expiry index; with the
+                # crawler disabled only the items readers met go
+                self.reclaim_expired(SWEEP_BATCH, effects.counters, lazy,
+                                     sweep=self.tunables.lru_crawler)
         except lmdb.Error as error:
             log.warning("housekeeping postponed: %s", error)
         return effects
@@ -379,18 +382,22 @@ class Engine:
         self.access_written.pop(key, None)
 
     def reclaim_expired(self, limit: int | None, counters: Counter,
-                        lazy: list[bytes] = ()) -> int:
-        """Remove expired items: those met by readers, then by the index.
-        Nothing to remove costs a read transaction, not a commit."""
+                        lazy: list[bytes] = (), sweep: bool = True) -> int:
+        """Remove expired items: those met by readers, then (``sweep``) by
+        the index. Nothing to remove costs a read transaction, not a
+        commit."""
         now = int(self.clock())
         limit = limit or 1 << 62
         if not lazy:
+            if not sweep:
+                return 0
             with self.storage.txn(False) as txn:
                 if not txn.expired_keys(now, 1):
                     return 0
         with self.storage.txn(True) as txn:
             removed = txn.remove(list(lazy), now)
-            removed += txn.remove(txn.expired_keys(now, limit), now)
+            if sweep:
+                removed += txn.remove(txn.expired_keys(now, limit), now)
         counters["reclaimed"] += removed
         return removed
 

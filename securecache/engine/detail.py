@@ -2,7 +2,7 @@
 
 How this works: ``Tunables`` holds what operators change while the daemon
 runs (``cache_memlimit``, ``lru mode``, ``slabs automove``, ``stats detail
-on|off``) and what ``serve`` set at start (``-D``, ``-C``, ``-o``). The
+on|off``, ``lru_crawler`` enable|disable|sleep|tocrawl) and what ``serve`` set at start (``-D``, ``-C``, ``-o``). The
 engine carries one as ``engine.tunables`` (``tunables(engine)`` makes the
 defaults when ``serve`` did not). With ``stats detail on``, ``record``
 counts gets, hits, sets and deletes per key prefix: the part of the key
@@ -28,6 +28,9 @@ class Tunables:
     detail: bool = False                 # stats detail on|off
     lru_segmented: bool = True           # lru mode segmented|flat
     slab_automove: int = 1               # slabs automove 0|1|2
+    lru_crawler: bool = True             # lru_crawler enable|disable
+    lru_crawler_sleep: int = 100         # lru_crawler sleep (us, shown)
+    lru_crawler_tocrawl: int = 0         # lru_crawler tocrawl (shown)
     reqs_per_event: int = 20             # -R (shown in stats settings)
     flush_enabled: bool = True           # -F turns flush_all off
     dump_enabled: bool = True            # -X turns cachedump/metadump off

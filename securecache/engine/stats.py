@@ -116,6 +116,9 @@ def tuned(engine) -> list:
             ("cas_enabled", "yes" if t.cas_enabled else "no"),
             ("lru_segmented", "yes" if t.lru_segmented else "no"),
             ("slab_automove", t.slab_automove),
+            ("lru_crawler", "yes" if t.lru_crawler else "no"),
+            ("lru_crawler_sleep", t.lru_crawler_sleep),
+            ("lru_crawler_tocrawl", t.lru_crawler_tocrawl),
             ("reqs_per_event", t.reqs_per_event)]
 
 

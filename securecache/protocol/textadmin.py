@@ -2,7 +2,8 @@
 
 How this works: readers with ``text.READERS``' calling convention
 (``reader(codec, tokens)``) for ``cache_memlimit``, ``lru_crawler crawl |
-metadump``, ``lru mode``, ``slabs automove``, and the ``stats cachedump`` and
+metadump | sleep | tocrawl | enable | disable``, ``lru mode``, ``slabs
+automove``, and the ``stats cachedump`` and
 ``stats detail`` forms that ``text``'s stats reader hands over
 (``STATS_SPECIAL``). Each returns a typed request from ``events`` or raises
 ``ProtocolError`` with memcached 1.6.18's exact error for that command. The
@@ -14,6 +15,7 @@ This module imports nothing of ours but ``events``.
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 from urllib.parse import quote_from_bytes
 
@@ -26,6 +28,11 @@ BAD_CLASS = b"BADCLASS invalid class id\r\n"
 MAX_CLASSES = 64                       # memcached's slab class ids: 1..63
 NOREPLY = 1                            # as text.NOREPLY
 DETAIL_USAGE = b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"
+SLEEP_MAX = 1_000_000                  # lru_crawler sleep: microseconds
+TOO_LONG_SLEEP = b"CLIENT_ERROR sleep must be one second or less\r\n"
+_UNSIGNED = re.compile(rb"(\+?[0-9]+|-0+)\Z")   # strtoul's, "-0" its only
+U64 = (1 << 64) - 1                              # negative
+U32 = (1 << 32) - 1
 
 
 def _read_memlimit(codec, tokens):
@@ -37,7 +44,11 @@ def _read_memlimit(codec, tokens):
 
 
 def _read_lru_crawler(codec, tokens):
-    """crawl CLASSES|all; metadump all|hash|CLASSES, or (ours) a prefix."""
+    """crawl CLASSES|all; metadump all|hash|CLASSES, or (ours) a prefix;
+    the crawler's settings (sleep, tocrawl, enable, disable)."""
+    setting = CRAWLER_SETTINGS.get((tokens[1:2] or [b""])[0])
+    if setting is not None:
+        return setting(tokens)
     if len(tokens) != 3 or tokens[1] not in (b"metadump", b"crawl"):
         raise ProtocolError(ERROR)
     argument = tokens[2]
@@ -50,6 +61,37 @@ def _read_lru_crawler(codec, tokens):
     if tokens[1] == b"crawl":
         return ev.Crawl()
     return ev.MetaDump(b"", classes)
+
+
+def _crawler_number(tokens) -> int:
+    """``lru_crawler sleep|tocrawl N``: memcached's unsigned number."""
+    if len(tokens) != 3:
+        raise ProtocolError(ERROR)
+    if not _UNSIGNED.match(tokens[2]) or int(tokens[2]) > U64:
+        raise ProtocolError(BAD_FORMAT)
+    return int(tokens[2])
+
+
+def _crawler_sleep(tokens):
+    sleep = _crawler_number(tokens)
+    if sleep > SLEEP_MAX:
+        raise ProtocolError(TOO_LONG_SLEEP)
+    return ev.Tune("lru_crawler_sleep", sleep)
+
+
+def _crawler_tocrawl(tokens):
+    # memcached keeps it in 32 bits
+    return ev.Tune("lru_crawler_tocrawl", _crawler_number(tokens) & U32)
+
+
+def _crawler_switch(tokens):
+    if len(tokens) != 2:
+        raise ProtocolError(ERROR)
+    return ev.Tune("lru_crawler", tokens[1] == b"enable")
+
+
+CRAWLER_SETTINGS = {b"sleep": _crawler_sleep, b"tocrawl": _crawler_tocrawl,
+                    b"enable": _crawler_switch, b"disable": _crawler_switch}
 
 
 def _read_lru(codec, tokens):

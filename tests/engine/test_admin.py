@@ -111,6 +111,35 @@ def test_tune_and_settings(engine):
     assert (rows["slab_automove"], rows["lru_segmented"]) == (2, "no")
 
 
+def test_a_disabled_crawler_sweeps_nothing_and_refuses_crawls(engine,
+                                                             clock):
+    store(engine, b"short", b"v", exptime=5)
+    store(engine, b"met", b"v", exptime=5)
+    store(engine, b"long", b"v")
+    assert run(engine, ev.Tune("lru_crawler", False), APP) == ev.Denied()
+    assert run(engine, ev.Tune("lru_crawler", False)) is Status.OK
+    assert run(engine, ev.Tune("lru_crawler", False)) is Status.OK
+    clock.now += 10
+    assert get(engine, b"met") == {}        # met expired: gone at the tick
+    engine.tick()
+    with engine.storage.txn(False) as txn:  # the sweep did not run
+        assert txn.count() == 2
+    crawler_off = ev.ClientError("lru crawler disabled")
+    assert run(engine, ev.Crawl()) == crawler_off
+    assert run(engine, ev.MetaDump(b"")) == crawler_off
+    assert run(engine, ev.Tune("lru_crawler", True)) is Status.OK
+    assert run(engine, ev.Tune("lru_crawler", True)) == ev.Refused(
+        "ERROR", "failed to start lru crawler thread")
+    engine.tick()
+    with engine.storage.txn(False) as txn:  # swept again
+        assert txn.count() == 1
+    run(engine, ev.Tune("lru_crawler_sleep", 7))
+    run(engine, ev.Tune("lru_crawler_tocrawl", 3))
+    rows = dict(run(engine, ev.Stats("settings")).rows)
+    assert (rows["lru_crawler"], rows["lru_crawler_sleep"],
+            rows["lru_crawler_tocrawl"]) == ("yes", 7, 3)
+
+
 def test_stats_shapes(engine):
     assert run(engine, ev.Stats("slabs")).rows == [("active_slabs", 0),
                                                     ("total_malloced", 0)]

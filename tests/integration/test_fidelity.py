@@ -260,6 +260,29 @@ def test_commands_answer_as_memcached(pair, data):
     same(pair, data)
 
 
+def test_the_crawler_settings_answer_as_memcached(pair):
+    same(pair, b"lru_crawler sleep 1000001\r\nlru_crawler sleep x\r\n"
+         b"lru_crawler sleep -1\r\nlru_crawler sleep 5 x\r\n"
+         b"lru_crawler tocrawl x\r\nlru_crawler tocrawl +3\r\n"
+         b"lru_crawler sleep 7\r\nlru_crawler enable\r\n"
+         b"lru_crawler enable x\r\nlru_crawler disable noreply\r\n")
+    # disabled: crawls and metadumps refused; enabled again after (one
+    # request at a time: memcached's crawler thread stops and starts
+    # behind the replies, and a metadump must end its read)
+    for data in (b"lru_crawler disable\r\n", b"lru_crawler disable\r\n",
+                 b"lru_crawler crawl all\r\n",
+                 b"lru_crawler metadump all\r\n",
+                 b"lru_crawler enable\r\n", b"lru_crawler enable\r\n"):
+        same(pair, data)
+    rows = []
+    for reply in both(pair, b"stats settings\r\n"):
+        rows.append([line for line in reply.split(b"\r\n")
+                     if line.startswith(b"STAT lru_crawler")])
+    assert rows[0] == rows[1] == [b"STAT lru_crawler yes",
+                                  b"STAT lru_crawler_sleep 7",
+                                  b"STAT lru_crawler_tocrawl 3"]
+
+
 def test_stats_detail(pair):
     for server in pair:
         with Conn(server.port) as conn:

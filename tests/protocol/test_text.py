@@ -167,6 +167,16 @@ ERROR = ("error", b"ERROR\r\n", False)
     (b"stats detail\r\n", [("error", b"CLIENT_ERROR usage: stats detail "
                             b"on|off|dump\r\n", False)]),
     (b"lru_crawler crawl\r\n", [ERROR]),
+    (b"lru_crawler sleep\r\n", [ERROR]),
+    (b"lru_crawler sleep 5 x\r\n", [ERROR]),
+    (b"lru_crawler enable x\r\n", [ERROR]),
+    (b"lru_crawler disable noreply\r\n", [ERROR]),
+    (b"lru_crawler sleep -1\r\n", [BAD_FORMAT]),
+    (b"lru_crawler tocrawl x\r\n", [BAD_FORMAT]),
+    (b"lru_crawler tocrawl 18446744073709551616\r\n", [BAD_FORMAT]),
+    (b"lru_crawler sleep 1000001\r\n", [("error", b"CLIENT_ERROR sleep "
+                                          b"must be one second or less\r\n",
+                                          False)]),
     (b"lru_crawler crawl 0\r\n", [("error", b"BADCLASS invalid class id\r\n",
                                    False)]),
     (b"lru_crawler metadump 99\r\n", [("error", b"BADCLASS invalid class id"
@@ -249,6 +259,14 @@ def test_admin_commands_parse():
         b"lru_crawler metadump user:\r\n": ev.MetaDump(b"user:"),
         b"lru mode flat\r\n": ev.Tune("lru_segmented", False),
         b"slabs automove 2\r\n": ev.Tune("slab_automove", 2),
+        b"lru_crawler sleep 5\r\n": ev.Tune("lru_crawler_sleep", 5),
+        b"lru_crawler sleep +1000000\r\n": ev.Tune("lru_crawler_sleep",
+                                                   1000000),
+        b"lru_crawler sleep -0\r\n": ev.Tune("lru_crawler_sleep", 0),
+        b"lru_crawler tocrawl 4294967299\r\n": ev.Tune(
+            "lru_crawler_tocrawl", 3),
+        b"lru_crawler enable\r\n": ev.Tune("lru_crawler", True),
+        b"lru_crawler disable\r\n": ev.Tune("lru_crawler", False),
         b"shutdown graceful\r\n": ev.Shutdown(graceful=True),
         b"shutdown x\r\n": ev.Shutdown(valid=False),
     }
