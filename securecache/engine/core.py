@@ -198,8 +198,9 @@ class Engine:
             self.counters.update(effects.counters)
         for key in effects.forgotten:
             self.forget_fetch(key)
-        for key, when in effects.fetches:
-            self.remember_fetch(key, when)
+        for key, when in effects.fetches.items():
+            if when is not None:        # None: stored anew after its fetch
+                self.remember_fetch(key, when)
         if effects.decisions:
             self.mac.replay_decisions(effects.decisions)
         for event in effects.events:
@@ -524,7 +525,7 @@ def _merge(into: Effects, other: Effects) -> None:
     if other.counters:                  # (a Counter's update is not free)
         into.counters.update(other.counters)
     into.forgotten += other.forgotten
-    into.fetches += other.fetches
+    into.fetches.update(other.fetches)
     into.decisions += other.decisions
 
 

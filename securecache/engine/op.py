@@ -33,7 +33,10 @@ class Effects:
     def __init__(self) -> None:
         self.counters: Counter = Counter()
         self.forgotten: list[bytes] = []     # keys stored anew: not fetched
-        self.fetches: list[tuple[bytes, int]] = []
+        self.fetches: dict[bytes, int | None] = {}
+        """What the attempt did last to each key it fetched or stored:
+        the time of its fetch, or None (stored anew since). Later requests
+        of the group see it (``Op.seen``)."""
         self.decisions: list = []            # held audit/AVC side effects
         self.events: list = []               # for watchers: (kind, event, label)
 
@@ -79,7 +82,12 @@ class Op:
             raise NeedsWrite()
 
     def seen(self, key: bytes, record: Record) -> tuple[bool, int]:
-        """(fetched since stored?, last access time) of an item."""
+        """(fetched since stored?, last access time) of an item; in a
+        group, its earlier requests' fetches and stores count."""
+        effects = self.effects
+        if effects is not None and key in effects.fetches:
+            when = effects.fetches[key]
+            return (False, record.mtime) if when is None else (True, when)
         times = [t for t in (self.engine.pending_access.get(key),
                              self.txn.last_access(key)) if t is not None]
         return bool(times), max(times) if times else record.mtime
@@ -88,7 +96,7 @@ class Op:
         """A hit: remember it (written down by housekeeping, at most once a
         minute per key, as memcached bumps an item's time)."""
         if self.effects is not None:
-            self.effects.fetches.append((key, self.now))
+            self.effects.fetches[key] = self.now
         else:
             self.engine.remember_fetch(key, self.now)
 
@@ -97,6 +105,7 @@ class Op:
         self.txn.forget_access(key)
         if self.effects is not None:
             self.effects.forgotten.append(key)
+            self.effects.fetches[key] = None
         else:
             self.engine.forget_fetch(key)
 

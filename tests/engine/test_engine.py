@@ -266,6 +266,33 @@ def test_fetched_and_last_access(engine, clock):
     assert (fourth.fetched, fourth.last_access) == (False, clock.now)
 
 
+def test_a_group_sees_its_own_fetches_and_stores(engine, clock):
+    """In one write transaction a fetch earlier in the group is a hit
+    before (mg h1) and a store earlier in the group makes a new item, not
+    fetched (h0), as memcached; after the commit the last of them stays."""
+    session = Session(LOCAL)
+    store(engine, b"old", b"v")
+    run(engine, ev.Get([b"old"]))              # fetched: remembered
+    clock.now += 5
+    peek = dict(value=False, bump=False)       # mg KEY h u: not a fetch
+    replies = engine.execute([(session, request) for request in (
+        ev.Store(StoreMode.SET, b"k", 0, 0, b"v"),
+        ev.Get([b"k"]),
+        ev.Get([b"k"], **peek),
+        ev.Store(StoreMode.SET, b"old", 0, 0, b"w"),
+        ev.Get([b"old"], **peek),
+        ev.Get([b"k"]),
+        ev.Store(StoreMode.SET, b"k", 0, 0, b"x"))])
+    fetched = replies[2].items[0]
+    assert (fetched.fetched, fetched.last_access) == (True, clock.now)
+    assert not replies[4].items[0].fetched    # stored anew in the group
+    clock.now += 5
+    after = {key: run(engine, ev.Get([key], **peek)).items[0]
+             for key in (b"k", b"old")}
+    assert not after[b"k"].fetched            # fetched, then stored anew
+    assert not after[b"old"].fetched
+
+
 def test_fetches_are_written_down_in_bounded_transactions(engine, clock):
     """Many hot keys: the housekeeping job writes one batch of their
     fetches; the rest go in jobs of their own (write groups between)."""

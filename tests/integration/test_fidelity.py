@@ -347,6 +347,13 @@ def test_binary_sasl_without_an_auth_file(pair, opcode, key, value):
          + bin_request(0x0a, opaque=4))
 
 
+def test_hit_before_within_one_packet(pair):
+    # requests behind the client's own write share its transaction: a
+    # fetch there is a hit before (h1), a store there a new item (h0)
+    same(pair, b"set hb 0 0 1\r\nx\r\nget hb\r\nmg hb h\r\n"
+         b"set hb 0 0 1\r\ny\r\nmg hb h l\r\nmg hb h\r\n")
+
+
 def test_metadump_hash_lists_every_item(pair):
     for server in pair:
         with Conn(server.port) as conn:
