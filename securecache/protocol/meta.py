@@ -113,10 +113,11 @@ def _explicit_cas(arg: bytes) -> int | None:
     return value if value is not None and value <= MAX_EXPLICIT_CAS else None
 
 
-def client_flags(arg: bytes) -> int | None:
-    """Client flags as memcached 1.6.18 reads them, in text and meta: an
-    unsigned 64-bit number (strtoul: a sign allowed, "-0" the only
-    negative), kept mod 2^32; None if it is not one."""
+def uint32(arg: bytes) -> int | None:
+    """A 32-bit field as memcached 1.6.18 reads it (client flags in text
+    and meta, the verbosity level): an unsigned 64-bit number (strtoul: a
+    sign allowed, "-0" the only negative), kept mod 2^32; None if it is
+    not one."""
     value = _strtoull(arg)
     return None if value is None else value & U32
 
@@ -132,7 +133,7 @@ FLAG_ARGS: dict[int, tuple[Callable[[bytes], object], bytes]] = {
     ord("N"): (_strtol, BAD_TOKEN),
     ord("T"): (_strtol, BAD_TOKEN),
     ord("R"): (_strtol, BAD_TOKEN),
-    ord("F"): (client_flags, KEEP),
+    ord("F"): (uint32, KEEP),
     ord("C"): (_strtoull, BAD_TOKEN),
     ord("E"): (_explicit_cas, BAD_TOKEN),
     ord("M"): (_mode, BAD_M_LENGTH),

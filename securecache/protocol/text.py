@@ -64,7 +64,6 @@ UNAUTHENTICATED = b"CLIENT_ERROR unauthenticated\r\n"
 AUTH_FAILED = b"CLIENT_ERROR authentication failure\r\n"
 BAD_LOGIN_TOKENS = b"CLIENT_ERROR bad authentication token format\r\n"
 BAD_LOGIN_TERMINATION = b"CLIENT_ERROR bad command line termination\r\n"
-U32 = (1 << 32) - 1
 U64 = (1 << 64) - 1
 INT_MAX = (1 << 31) - 1
 COMMAND_INITIALS = frozenset(b"acdefgilmpqrstvw")   # memcached's commands'
@@ -125,9 +124,13 @@ def _uint(token: bytes, limit: int, error: bytes) -> int:
 def _flags(token: bytes) -> int:
     if token.isdigit() and len(token) < 10:          # most: below 2^32
         return int(token)
-    value = client_flags(token)     # memcached's rule: mod 2^32
+    return _uint32(token, BAD_FORMAT)
+
+
+def _uint32(token: bytes, error: bytes) -> int:
+    value = uint32(token)           # memcached's rule: mod 2^32
     if value is None:
-        raise ProtocolError(BAD_FORMAT)
+        raise ProtocolError(error)
     return value
 
 
@@ -370,11 +373,13 @@ class TextCodec:
         return ev.Touch(key, exptime, tag=noreply)
 
     def _read_flush_all(self, tokens):
-        noreply = _noreply(tokens, len(tokens) - 1)
-        args = tokens[1:len(tokens) - (1 if noreply else 0)]
-        if len(args) > 1:
+        if len(tokens) > 3:
             raise ProtocolError(ERROR)
-        delay = _int(args[0], b"" if noreply else BAD_EXPTIME) if args else 0
+        noreply = _noreply(tokens, len(tokens) - 1)
+        # memcached reads a delay from the first argument unless the line
+        # is "flush_all [noreply]"; a second argument is not looked at
+        delay = 0 if len(tokens) == 1 + bool(noreply) else \
+            _int(tokens[1], b"" if noreply else BAD_EXPTIME)
         return ev.FlushAll(max(delay, 0), tag=noreply)
 
     def _read_stats(self, tokens):
@@ -393,7 +398,7 @@ class TextCodec:
         if len(tokens) not in (2, 3):
             raise ProtocolError(ERROR)
         noreply = _noreply(tokens, len(tokens) - 1)
-        level = _uint(tokens[1], U32, b"" if noreply else BAD_FORMAT)
+        level = _uint32(tokens[1], b"" if noreply else BAD_FORMAT)
         return ev.Verbosity(level, tag=noreply)
 
     def _read_quit(self, tokens):
@@ -584,6 +589,6 @@ WRITERS[ev.WatchEvent] = lambda r, t: _admin.write_watch_event(r)
 
 # Meta commands share the text connection (memcached does the same).
 from .meta import READERS as META_READERS  # noqa: E402
-from .meta import client_flags, is_meta, render as render_meta  # noqa: E402
+from .meta import is_meta, render as render_meta, uint32  # noqa: E402
 
 READERS.update(META_READERS)

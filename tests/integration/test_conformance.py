@@ -70,6 +70,10 @@ CASES = {
     "touch without exptime": b"touch k\r\n",
     "gat bad exptime": b"gat k\r\n",
     "gat without keys": b"gat 10\r\ngats 10 \r\n",
+    "flush_all arguments": b"flush_all 0 5\r\nflush_all x 5\r\n"
+    b"flush_all noreply 5\r\nflush_all -5 x\r\nflush_all 5 5 5\r\n",
+    "verbosity levels": b"verbosity 4294967296\r\nverbosity +1\r\n"
+    b"verbosity -0\r\nverbosity 18446744073709551616\r\nverbosity 0\r\n",
     "flags kept mod 2^32": b"set f 4294967297 0 1\r\nx\r\nget f\r\n"
     b"set g +5 0 1\r\nx\r\nget g\r\nset h -0 0 1\r\nx\r\nget h\r\n"
     b"set i 18446744073709551615 0 1\r\nx\r\nget i\r\n"

@@ -86,6 +86,8 @@ def each_mode(data: bytes, **kwargs) -> list:
     (b"flush_all\r\n", [ev.FlushAll(0, tag=0)]),
     (b"flush_all 5 noreply\r\n", [ev.FlushAll(5, tag=NOREPLY)]),
     (b"flush_all -1\r\n", [ev.FlushAll(0, tag=0)]),
+    (b"flush_all 5 5\r\n", [ev.FlushAll(5, tag=0)]),   # memcached: as 5
+    (b"flush_all -5 x\r\n", [ev.FlushAll(0, tag=0)]),
     (b"stats\r\n", [ev.Stats("")]),
     (b"stats settings\r\n", [ev.Stats("settings")]),
     (b"stats items\r\n", [ev.Stats("items")]),
@@ -93,6 +95,9 @@ def each_mode(data: bytes, **kwargs) -> list:
     (b"stats conns\r\n", [ev.Stats("conns")]),
     (b"stats reset\r\n", [ev.Stats("reset")]),
     (b"verbosity 1\r\n", [ev.Verbosity(1, tag=0)]),
+    (b"verbosity +1\r\n", [ev.Verbosity(1, tag=0)]),
+    (b"verbosity -0\r\n", [ev.Verbosity(0, tag=0)]),
+    (b"verbosity 4294967297\r\n", [ev.Verbosity(1, tag=0)]),   # mod 2^32
     (b"quit\r\n", [ev.Quit()]),
     (b"shutdown\r\n", [ev.Shutdown()]),
     (b"lru_crawler metadump all\r\n", [ev.MetaDump(b"")]),
@@ -212,6 +217,10 @@ ERROR = ("error", b"ERROR\r\n", False)
                           b"Usage: delete <key> [noreply]\r\n", False)]),
     (b"flush_all x\r\n", [("error", b"CLIENT_ERROR invalid exptime argument\r\n", False)]),
     (b"verbosity\r\n", [ERROR]),
+    (b"verbosity 18446744073709551616\r\n", [BAD_FORMAT]),
+    (b"flush_all 5 5 5\r\n", [ERROR]),
+    (b"flush_all noreply 5\r\n", [("error", b"CLIENT_ERROR invalid exptime "
+                                     b"argument\r\n", False)]),
     (b"verbosity x\r\n", [BAD_FORMAT]),
     (b"verbosity noreply\r\n", [("error", b"", False)]),
     (b"verbosity foo bar my\r\n", [ERROR]),
