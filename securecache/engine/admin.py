@@ -33,6 +33,7 @@ def oversized(op, request: ev.Oversized):
     if record is not None and op.allowed(record, "write", request.key):
         op.need_write()
         op.txn.delete(request.key, record)
+    op.counters["store_too_large"] += 1
     return ev.TooLarge()
 
 

@@ -244,6 +244,7 @@ class Engine:
             except lmdb.Error as error:
                 return _storage_error(error), effects
         effects.counters["outofmemory"] += 1
+        effects.counters["store_no_memory"] += 1
         return ev.ServerError("out of memory storing object"), effects
 
     def _run(self, op: Op, request):

@@ -333,8 +333,10 @@ def _write(op, request, key, old, record, exptime):
 
 def _out_of_memory(op) -> ev.ServerError:
     """A write refused because the cache is full and evictions are off
-    (-M): counted as memcached counts it, in ``outofmemory``."""
+    (-M): counted as memcached counts it, in ``outofmemory`` and
+    ``store_no_memory``."""
     op.counters["outofmemory"] += 1
+    op.counters["store_no_memory"] += 1
     return ev.ServerError("out of memory storing object")
 
 

@@ -70,12 +70,18 @@ class Op:
         self.access.require(self.session, self.txn, record, perm, key)
 
     def expired(self, key: bytes, record: Record) -> None:
-        """An expired item was met: remove it now or at the next tick."""
+        """An expired item was met: remove it now or at the next tick.
+        Counted once (``get_expired``, as memcached counts the lookup that
+        finds an item expired, whatever the command): a reader that met it
+        first left it in ``lazy_expired``."""
+        lazy = self.engine.lazy_expired
+        if key not in lazy:
+            self.counters["get_expired"] += 1
         if self.txn.write:
             self.txn.delete(key, record)
             self.counters["reclaimed"] += 1
         else:
-            self.engine.lazy_expired.add(key)
+            lazy.add(key)
 
     def need_write(self) -> None:
         if not self.txn.write:

@@ -36,6 +36,9 @@ def general(engine, op) -> list:
              ("cmd_touch", c["touch_hits"] + c["touch_misses"])]
     rows += [(f"{name}_{kind}", c[f"{name}_{kind}"])
              for name in COMMANDS for kind in ("misses", "hits")]
+    rows += [("get_expired", c["get_expired"]),
+             ("store_too_large", c["store_too_large"]),
+             ("store_no_memory", c["store_no_memory"])]
     rows += [(name, c[name]) for name in COUNTERS]
     rows += [("limit_maxbytes", info["limit_maxbytes"]),
              ("bytes", info["bytes"]), ("curr_items", info["curr_items"]),

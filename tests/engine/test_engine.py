@@ -217,7 +217,32 @@ def test_full_map_without_evictions_answers_out_of_memory(tmp_path, mac, clock):
     replies = [store(engine, b"k%03d" % i, b"x" * 30000) for i in range(60)]
     assert Status.STORED in replies
     assert replies[-1] == ev.ServerError("out of memory storing object")
+    rows = dict(run(engine, ev.Stats("")).rows)
+    refused = sum(reply != Status.STORED for reply in replies)
+    assert rows["store_no_memory"] == rows["outofmemory"] == refused
     storage.close()
+
+
+def test_expired_lookups_and_refused_stores_are_counted(engine, clock):
+    """memcached's get_expired (once per expired item met, by any command),
+    store_too_large and store_no_memory rows."""
+    def counted() -> tuple:
+        rows = dict(run(engine, ev.Stats("")).rows)
+        return (rows["get_expired"], rows["store_too_large"],
+                rows["store_no_memory"])
+    store(engine, b"a", b"v", exptime=5)
+    store(engine, b"b", b"v", exptime=5)
+    clock.now += 10
+    session = Session(LOCAL)
+    assert engine.read(session, ev.Get([b"a"])) == ev.Values([])
+    assert engine.read(session, ev.Get([b"a"])) == ev.Values([])
+    engine.release_reader()
+    assert get(engine, b"a") == {}      # the write lane meets it: removed
+    assert counted() == (1, 0, 0)       # one item, met three times
+    assert get(engine, b"b", touch=100) == {}
+    assert counted() == (2, 0, 0)
+    assert run(engine, ev.Oversized(b"c", drop=True)) == ev.TooLarge()
+    assert counted() == (2, 1, 0)
 
 
 def test_batch_shares_one_transaction_and_keeps_order(engine):

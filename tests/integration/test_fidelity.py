@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -281,6 +282,38 @@ def test_the_crawler_settings_answer_as_memcached(pair):
     assert rows[0] == rows[1] == [b"STAT lru_crawler yes",
                                   b"STAT lru_crawler_sleep 7",
                                   b"STAT lru_crawler_tocrawl 3"]
+
+
+def test_expired_and_too_large_counts(pair):
+    # memcached reclaims expired items in the background (its LRU
+    # maintainer and crawler) before a client can meet them: it is
+    # measured here with both off, against ours with its crawler off
+    quiet = RealMemcached("-o", "no_lru_crawler,no_lru_maintainer")
+    try:
+        servers = (pair[0], quiet)
+
+        def counts(server) -> dict:
+            with Conn(server.port) as conn:
+                conn.send(b"stats\r\n")
+                reply = conn.through(b"END\r\n")
+            rows = dict(line.split(b" ")[1:3] for line in
+                        reply.split(b"\r\n") if line.startswith(b"STAT "))
+            return {name: int(rows[name]) for name in (
+                b"get_expired", b"get_misses", b"store_too_large")}
+        same(servers, b"lru_crawler disable\r\n")
+        before = [counts(server) for server in servers]
+        same(servers, b"set exp1 0 1 1\r\nx\r\nset exp2 0 1 1\r\nx\r\n"
+             b"set big 0 0 %d\r\n%s\r\n" % (len(BIG), BIG))
+        time.sleep(2.1)
+        same(servers, b"get exp1\r\nget exp1\r\ntouch exp2 10\r\n")
+        after = [counts(server) for server in servers]
+        same(servers, b"lru_crawler enable\r\n")
+    finally:
+        quiet.stop()
+    deltas = [{name: a[name] - b[name] for name in a}
+              for a, b in zip(after, before)]
+    assert deltas[0] == deltas[1] == {b"get_expired": 2, b"get_misses": 2,
+                                      b"store_too_large": 1}
 
 
 def test_stats_detail(pair):
