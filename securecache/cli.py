@@ -377,6 +377,11 @@ def _tunables(args):
                     cas_enabled=not args.disable_cas,
                     detail=args.prefix_delimiter is not None,
                     slab_automove=args.options.get("slab_automove", 1),
+                    lru_crawler="no_lru_crawler" not in args.options,
+                    lru_crawler_sleep=args.options.get("lru_crawler_sleep",
+                                                       100),
+                    lru_crawler_tocrawl=args.options.get(
+                        "lru_crawler_tocrawl", 0) & 0xFFFF_FFFF,
                     reqs_per_event=args.max_reqs_per_event,
                     flush_enabled=not args.disable_flush_all,
                     dump_enabled=not args.disable_dumping,

@@ -30,6 +30,13 @@ REFUSED = {
 EXTENDED = {
     "idle_timeout": ("int", "close connections idle this many seconds"),
     "slab_automove": ("int", "stats settings slab_automove (0, 1 or 2)"),
+    "lru_crawler": ("flag", "the periodic sweep of expired items on (the "
+                            "default; lru_crawler enable|disable at run "
+                            "time)"),
+    "no_lru_crawler": ("flag", "that sweep off, as memcached's crawler"),
+    "lru_crawler_sleep": ("int", "stats settings lru_crawler_sleep (up to "
+                                 "1000000)"),
+    "lru_crawler_tocrawl": ("int", "stats settings lru_crawler_tocrawl"),
     "modern": ("flag", "memcached 1.6: currently nothing"),
     "maxconns_fast": ("flag", "a client over -c gets an error and is "
                               "closed at once (always so here)"),
@@ -167,7 +174,8 @@ def extended(values: list[str]) -> dict[str, object]:
             raise ValueError(f"-o {name}: {reason}")
         options[name] = _value(name, kind, value)
     for name, highest in (("slab_automove", 2), ("ssl_verify_mode", 3),
-                          ("ssl_min_version", 3)):
+                          ("ssl_min_version", 3),
+                          ("lru_crawler_sleep", 1_000_000)):
         if options.get(name, 0) > highest:
             raise ValueError(f"-o {name} is 0 to {highest}")
     if options.get("ssl_min_version", 2) < 2:

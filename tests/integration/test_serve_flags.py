@@ -78,6 +78,23 @@ def test_disable_cas_as_memcached(tmp_path):
         assert settings(servers[0].port)[b"cas_enabled"] == b"no"
 
 
+def test_crawler_options_as_memcached(tmp_path):
+    flags = ("-o", "no_lru_crawler,lru_crawler_sleep=7,lru_crawler_tocrawl=3")
+    with started_with(tmp_path, *flags) as servers:
+        rows = [{name: value for name, value in settings(server.port).items()
+                 if name.startswith(b"lru_crawler")} for server in servers]
+        assert rows[0] == rows[1] == {b"lru_crawler": b"no",
+                                      b"lru_crawler_sleep": b"7",
+                                      b"lru_crawler_tocrawl": b"3"}
+        for step in (b"lru_crawler crawl all\r\n", b"lru_crawler enable\r\n",
+                     b"lru_crawler enable\r\n"):
+            replies = []
+            for server in servers:
+                with Conn(server.port) as conn:
+                    replies.append(conn.line(step))
+            assert replies[0] == replies[1], step
+
+
 def test_disable_flush_all_and_dumping_as_memcached(tmp_path):
     steps = [b"flush_all\r\n", b"flush_all 10\r\n",
              b"flush_all noreply\r\nversion\r\n", b"stats cachedump 1 1\r\n",
@@ -121,6 +138,8 @@ def test_delimiter_turns_detail_on_and_idle_timeout(tmp_path):
     (["-e"], "always persistent"),
     (["-o", "ext_path=/tmp/x:1G"], "no extstore"),
     (["-o", "hashpower=20"], "no hash table"),
+    (["-o", "lru_crawler_sleep=1000001"], "-o lru_crawler_sleep is 0 to 1000000"),
+    (["-o", "lru_maintainer"], "no LRU segments to tune"),
     (["-o", "idle_timeout=x"], "needs a number"),
     (["-l", "127.0.0.1:1,127.0.0.2:2"], "one TCP port"),
 ])
