@@ -315,6 +315,10 @@ def _engine(args, storage, mac, users):
                        ("binding_protocol", args.protocol),
                        ("tcp_backlog", args.listen_backlog),
                        ("idle_timeout", args.idle_timeout),
+                       # -Y: memcached names the file; SASL comes with it
+                       ("auth_enabled_sasl", "yes" if users else "no"),
+                       ("auth_enabled_ascii",
+                        str(args.auth_file) if users else "no"),
                        ("num_threads", args.threads),
                        *settings_rows(args.tls)]
     return engine

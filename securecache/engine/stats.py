@@ -119,6 +119,8 @@ def tuned(engine) -> list:
             ("cas_enabled", "yes" if t.cas_enabled else "no"),
             ("lru_segmented", "yes" if t.lru_segmented else "no"),
             ("slab_automove", t.slab_automove),
+            ("flush_enabled", "yes" if t.flush_enabled else "no"),
+            ("dump_enabled", "yes" if t.dump_enabled else "no"),
             ("lru_crawler", "yes" if t.lru_crawler else "no"),
             ("lru_crawler_sleep", t.lru_crawler_sleep),
             ("lru_crawler_tocrawl", t.lru_crawler_tocrawl),

@@ -169,6 +169,20 @@ def test_text_login_then_commands(daemon):
         assert conn.meta_step(b"mg tl:k v f\r\n") == b"VA 2 f3\r\nhi\r\n"
 
 
+def test_auth_settings_rows(daemon, memcached_text):
+    rows = []
+    for server in (daemon, memcached_text):
+        with Conn(server.port) as conn:
+            assert conn.text_step(login("alice")) == b"STORED\r\n"
+            conn.send(b"stats settings\r\n")
+            reply = conn.through(b"END\r\n")
+        rows.append({line.split(b" ")[1]: line.split(b" ")[2] for line in
+                     reply.split(b"\r\n") if line.startswith(b"STAT auth_")})
+    # the auth file as memcached names it; -Y turns SASL on here too
+    assert rows[0][b"auth_enabled_ascii"] == rows[1][b"auth_enabled_ascii"]
+    assert rows[0][b"auth_enabled_sasl"] == b"yes"
+
+
 # ------------------------------------------- refusals: text and meta paths
 TEXT_CASES = {
     "get": [b"get k\r\n"],

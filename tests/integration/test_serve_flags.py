@@ -101,6 +101,10 @@ def test_disable_flush_all_and_dumping_as_memcached(tmp_path):
              b"lru_crawler metadump all\r\n", b"lru_crawler metadump hash\r\n",
              b"lru_crawler crawl 1\r\n"]
     with started_with(tmp_path, "-F", "-X") as servers:
+        shown = [{name: settings(server.port)[name] for name in (
+            b"flush_enabled", b"dump_enabled")} for server in servers]
+        assert shown[0] == shown[1] == {b"flush_enabled": b"no",
+                                        b"dump_enabled": b"no"}
         for step in steps:
             replies = []
             for server in servers:
