@@ -89,9 +89,9 @@ def stats_detail(op, request: ev.Detail):
 
 def crawl(op, request: ev.Crawl):
     """lru_crawler crawl: reclaim every expired item now (kv_cache:setattr)."""
+    op.access.require_cache(op.session, "setattr")    # kv_cache:setattr
     if not detail.tunables(op.engine).lru_crawler:
         return CRAWLER_DISABLED
-    op.access.require_cache(op.session, "setattr")    # kv_cache:setattr
     expired = op.txn.expired_keys(op.now, 1 << 62)
     if expired:
         op.need_write()

@@ -2,11 +2,12 @@
 
 How this works: ``Tunables`` holds what operators change while the daemon
 runs (``cache_memlimit``, ``lru mode``, ``slabs automove``, ``stats detail
-on|off``, ``lru_crawler`` enable|disable|sleep|tocrawl) and what ``serve`` set at start (``-D``, ``-C``, ``-o``). The
-engine carries one as ``engine.tunables`` (``tunables(engine)`` makes the
-defaults when ``serve`` did not). With ``stats detail on``, ``record``
-counts gets, hits, sets and deletes per key prefix: the part of the key
-before the first ``-D`` delimiter (keys without it are not counted, as in
+on|off``, ``lru_crawler enable|disable|sleep|tocrawl``) and what ``serve``
+set at start (``-D``, ``-C``, ``-o``). The engine carries one as
+``engine.tunables`` (``tunables(engine)`` makes the defaults when
+``serve`` did not). With ``stats detail on``, ``record`` counts gets,
+hits, sets and deletes per key prefix: the part of the key before the
+first ``-D`` delimiter (keys without it are not counted, as in
 memcached).
 """
 

@@ -125,6 +125,7 @@ def test_a_disabled_crawler_sweeps_nothing_and_refuses_crawls(engine,
     with engine.storage.txn(False) as txn:  # the sweep did not run
         assert txn.count() == 2
     crawler_off = ev.ClientError("lru crawler disabled")
+    assert run(engine, ev.Crawl(), APP) == ev.Denied()    # checked first
     assert run(engine, ev.Crawl()) == crawler_off
     assert run(engine, ev.MetaDump(b"")) == crawler_off
     assert run(engine, ev.Tune("lru_crawler", True)) is Status.OK
