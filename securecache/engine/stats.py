@@ -128,18 +128,26 @@ def tuned(engine) -> list:
 
 
 def conns(engine, op) -> list:
-    """memcached's rows per connection: a client sees its own context's
-    connections only, unless it holds kv_cache:setattr (an operator)."""
+    """memcached's rows per connection, in fd order: a client sees its own
+    context's connections only, unless it holds kv_cache:setattr (an
+    operator), who also sees the listeners."""
     scontext = op.session.scontext
     # kv_cache:setattr (not audited: a listing, not an attempt).
     operator = engine.mac.has_perm(scontext, engine.mac.cache_context,
                                    "kv_cache", "setattr", audit=False)
-    rows = []
-    for fd, peer, context, idle in engine.server_stats("conns"):
-        if operator or context == scontext:
-            rows += [(f"{fd}:addr", peer), (f"{fd}:state", "conn_parse_cmd"),
-                     (f"{fd}:secs_since_last_cmd", idle)]
-    return rows
+    entries = []
+    if operator:
+        entries += [(fd, (("addr", address), ("state", "conn_listening"),
+                          ("secs_since_last_cmd", idle)))
+                    for fd, address, idle in engine.server_stats("listeners")]
+    entries += [(fd, (("addr", peer), ("listen_addr", listener),
+                      ("state", "conn_parse_cmd"),
+                      ("secs_since_last_cmd", idle)))
+                for fd, peer, listener, context, idle
+                in engine.server_stats("conns")
+                if operator or context == scontext]
+    return [(f"{fd}:{name}", value) for fd, rows in sorted(entries)
+            for name, value in rows]
 
 
 GROUPS = {

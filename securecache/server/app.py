@@ -74,6 +74,8 @@ class Server:
         self.connections: set[Connection] = set()
         self.servers: list[asyncio.AbstractServer] = []
         self.total_connections = 0
+        self.accepted: dict[str, float] = {}  # listener -> its last accept
+        self.opened = time.monotonic()        # the listeners opened
         self.rejected_connections = 0
         self.bytes_read = 0
         self.bytes_written = 0
@@ -92,6 +94,9 @@ class Server:
         sock = transport.get_extra_info("socket")
         peername = transport.get_extra_info("peername")
         conn.peer = _describe(sock, peername)
+        conn.listen_addr = _describe(sock, transport.get_extra_info(
+            "sockname"))
+        self.accepted[conn.listen_addr] = time.monotonic()
         if len(self.connections) >= self.listen.max_connections:
             self.rejected_connections += 1
             transport.write(b"ERROR Too many open connections\r\n")
@@ -136,14 +141,20 @@ class Server:
 
     # ----------------------------------------------------------- stats
     def stats_rows(self, group: str) -> list[tuple[str, object]]:
+        now = time.monotonic()
         if group == "conns":
-            # (fd, peer, the client's context, seconds since its last
-            # command): the engine shows each client what it may see.
-            now = time.monotonic()
+            # (fd, peer, its listener, the client's context, seconds since
+            # its last command): the engine shows each client what it may.
             return [(conn.transport.get_extra_info("socket").fileno(),
-                     conn.peer, conn.session.scontext,
+                     conn.peer, conn.listen_addr, conn.session.scontext,
                      int(now - conn.last_command))
                     for conn in list(self.connections)]
+        if group == "listeners":
+            # (fd, address, seconds since it last accepted a client)
+            return [(sock.fileno(), address,
+                     int(now - self.accepted.get(address, self.opened)))
+                    for sock in self.sockets or ()
+                    for address in [_describe(sock, sock.getsockname())]]
         return [("max_connections", self.listen.max_connections),
                 ("curr_connections", len(self.connections)),
                 ("total_connections", self.total_connections),
@@ -204,6 +215,7 @@ class Server:
                          f" (TLS: {tls.describe()})" if tls else "")
             self.servers.append(server)
         self.unlink_unix = owned
+        self.opened = time.monotonic()
 
     def _publish(self) -> None:
         """Share this worker's counters with the others, now and then."""

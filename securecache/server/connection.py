@@ -66,6 +66,7 @@ class Connection(asyncio.Protocol):
         self.slicing = False    # a sliced answer's next part is scheduled
         self.paused: set[str] = set()   # why reading is paused
         self.peer = ""
+        self.listen_addr = ""   # the listener it came in on (stats conns)
         self.last_command = time.monotonic()   # a whole request arrived
         self.partial_since: float | None = None  # a request began arriving
         self.queued_bytes = 0

@@ -175,15 +175,23 @@ def test_stats_conns_shows_a_client_its_own_connections(tmp_path):
         for raw in (local, app, admin):
             assert raw.call(b"version\r\n").startswith(b"VERSION ")
 
-        def addresses(raw):
+        def addresses(raw):        # of the clients (not the listeners)
             text = raw.call(b"stats conns\r\n", b"END\r\n").decode()
+            clients = {line.split()[1].split(":")[0] for line in
+                       text.splitlines() if line.endswith(" conn_parse_cmd")}
             return {line.split()[2].rsplit(":", 1)[0]
-                    for line in text.splitlines() if ":addr " in line}
+                    for line in text.splitlines() if ":addr " in line
+                    and line.split()[1].split(":")[0] in clients}
         everyone = {"tcp:127.0.0.1", "tcp:127.0.0.2", "tcp:127.0.0.3"}
         # securecache_local_t holds kv_cache:setattr in the bundled policy
         # (an operator, see policy/README.md): it sees every connection.
         assert addresses(local) == everyone
         assert addresses(app) == {"tcp:127.0.0.2"}
         assert addresses(admin) == everyone
+        # the listeners are an operator's to see
+        listing = admin.call(b"stats conns\r\n", b"END\r\n").decode()
+        assert " conn_listening" in listing
+        listing = app.call(b"stats conns\r\n", b"END\r\n").decode()
+        assert " conn_listening" not in listing
     finally:
         daemon.kill()

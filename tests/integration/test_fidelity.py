@@ -316,6 +316,31 @@ def test_expired_and_too_large_counts(pair):
                                       b"store_too_large": 1}
 
 
+def test_stats_conns_rows(pair):
+    # memcached lists its listener and, per client, the listener it came
+    # in on; fds, ports and seconds differ between the two servers
+    def shape(reply: bytes) -> list:
+        fds, rows = {}, []
+        for line in reply.decode().splitlines():
+            if not line.startswith("STAT "):
+                continue
+            fd, _, rest = line[5:].partition(":")
+            name, _, value = rest.partition(" ")
+            value = re.sub(r":\d+$", ":PORT", value)
+            if name == "secs_since_last_cmd":
+                value = "S"
+            rows.append((fds.setdefault(fd, len(fds)), name, value))
+        return rows
+    def tcp(reply: bytes) -> bytes:     # ours also listens on a socket
+        unix = {line.split(b":")[0] for line in reply.split(b"\r\n")
+                if line.endswith(b".sock") and b":addr unix:" in line}
+        return b"\r\n".join(line for line in reply.split(b"\r\n")
+                             if line.split(b":")[0] not in unix)
+    ours, theirs = both(pair, b"stats conns\r\n")
+    assert shape(tcp(ours)) == shape(theirs)
+    assert ("state", "conn_listening") in {row[1:] for row in shape(ours)}
+
+
 def test_stats_detail(pair):
     for server in pair:
         with Conn(server.port) as conn:
