@@ -71,8 +71,7 @@ def memlimit(op, request: ev.MemLimit):
     if request.megabytes << 20 > settings.max_limit:
         return ev.Refused("MEMLIMIT_ADJUST_FAILED",
                           "cannot raise maxbytes above the -m given at start")
-    op.engine.storage.map_size = request.megabytes << 20
-    op.engine.unchecked = op.engine.storage.map_size    # measure at next write
+    op.engine.set_setting("map_size", request.megabytes << 20)
     return Status.OK
 
 
@@ -83,13 +82,14 @@ def stats_detail(op, request: ev.Detail):
         op.access.require_cache(op.session, "getattr")  # kv_cache:getattr
         return ev.DetailDump(detail.rows(settings))
     op.access.require_cache(op.session, "setattr")      # kv_cache:setattr
-    settings.detail = request.action == "on"
+    op.engine.set_setting("detail", request.action == "on")
     return Status.OK
 
 
 def crawl(op, request: ev.Crawl):
     """lru_crawler crawl: reclaim every expired item now (kv_cache:setattr)."""
     op.access.require_cache(op.session, "setattr")    # kv_cache:setattr
+    op.engine.adopt_settings()          # the daemon's crawler, not ours
     if not detail.tunables(op.engine).lru_crawler:
         return CRAWLER_DISABLED
     expired = op.txn.expired_keys(op.now, 1 << 62)
@@ -105,12 +105,13 @@ def tune(op, request: ev.Tune):
     """lru mode, slabs automove, the crawler's settings: kv_cache:setattr;
     shown in stats settings."""
     op.access.require_cache(op.session, "setattr")    # kv_cache:setattr
+    op.engine.adopt_settings()          # another worker may have changed it
     settings = detail.tunables(op.engine)
     if request.name == "lru_crawler" and request.value and \
             settings.lru_crawler:
         # memcached's answer to starting the crawler that runs
         return ev.Refused("ERROR", "failed to start lru crawler thread")
-    setattr(settings, request.name, request.value)
+    op.engine.set_setting(request.name, request.value)
     return Status.OK
 
 

@@ -90,7 +90,7 @@ def version(op, request: ev.Version):
 def verbosity(op, request: ev.Verbosity):
     """verbosity N: kv_cache:setattr."""
     op.access.require_cache(op.session, "setattr")        # kv_cache:setattr
-    op.engine.verbosity = request.level
+    op.engine.set_setting("verbosity", request.level)
     return Status.OK
 
 
@@ -118,6 +118,7 @@ def metadump(op, request: ev.MetaDump):
     """lru_crawler metadump: keys the client may getattr, in key order
     (unless the server was started with -X). Answered in slices of
     ``SLICE`` items scanned, each from a new snapshot (see ``sliced``)."""
+    op.engine.adopt_settings()          # the daemon's crawler, not ours
     settings = tunables(op.engine)
     if not settings.dump_enabled:
         return ev.Disabled("metadump")

@@ -105,6 +105,7 @@ class Engine:
         self._reader: Txn | None = None
         self._read_op = Op(self, None, None, 0)   # reused: reads never nest
         self.shared = None
+        self.settings_generation = 0      # of the shared settings taken
         self.tunables = detail.tunables(self)
         """The settings ``detail`` keeps (stats detail, -C, -F, -W...)."""
         self.watching = False
@@ -468,9 +469,42 @@ class Engine:
         return values
 
     def publish(self) -> None:
-        """Write this process's numbers where every worker sees them."""
+        """Write this process's numbers where every worker sees them, and
+        take the settings another worker changed."""
         if self.shared is not None:
             self.shared.publish(self.snapshot())
+            self.adopt_settings()
+
+    # ---------------------------------------------------------- settings
+    def set_setting(self, name: str, value) -> None:
+        """A run-time setting (``verbosity``, ``cache_memlimit``, ``lru
+        mode``, ``lru_crawler ...``): here at once, and in every worker
+        at its next publish (a tenth of a second)."""
+        self.adopt_settings()               # others' changes first
+        self._apply_setting(name, value)
+        if self.shared is not None:
+            self.settings_generation = self.shared.share(name, int(value))
+
+    def adopt_settings(self) -> None:
+        """Take the settings changed by any worker since we last looked."""
+        if self.shared is None:
+            return
+        generation, values = self.shared.settings()
+        if generation == self.settings_generation:
+            return
+        self.settings_generation = generation
+        for name, value in values.items():
+            self._apply_setting(name, value)
+
+    def _apply_setting(self, name: str, value) -> None:
+        if name == "map_size":
+            self.storage.map_size = value
+            self.unchecked = value          # measure at the next write
+        elif name == "verbosity":
+            self.verbosity = value
+        else:
+            current = getattr(self.tunables, name)
+            setattr(self.tunables, name, type(current)(value))
 
     def daemon_totals(self) -> Counter:
         """The numbers of the whole daemon (every worker's, summed)."""

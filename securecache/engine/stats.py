@@ -51,6 +51,7 @@ def general(engine, op) -> list:
 
 
 def settings(engine, op) -> list:
+    engine.adopt_settings()             # another worker's changes too
     mac = engine.mac.stats()
     return [("maxbytes", engine.storage.map_size),
             ("item_size_max", engine.max_item_size),

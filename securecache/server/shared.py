@@ -1,4 +1,4 @@
-"""Counters of the whole daemon, shared by its worker processes.
+"""Counters and run-time settings of the whole daemon, shared by its workers.
 
 How this works: before the workers are forked, ``SharedStats`` maps one
 anonymous shared page table: a row of 64-bit counters per worker, plus a
@@ -9,6 +9,11 @@ every ``stats`` reply); ``total`` sums the rows. Gauges (connections open
 now, AVC entries, CPU time) are left out of the retired and baseline rows:
 a gone worker holds no connection, and ``stats reset`` resets no gauge.
 With one worker the same table serves, with one row.
+
+After the table, the run-time settings (``SETTINGS``): a worker that
+changes one writes its value, marks it shared and bumps the generation
+(``share``); each worker takes the shared ones when the generation moved
+(``settings``), so a setting given to any worker is the daemon's.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ SUMMED = ("get_hits", "get_misses", "touch_hits", "touch_misses",
           "avc_lookups", "avc_hits", "avc_misses", "avc_denials",
           "avc_evictions", "audit_lines", "audit_suppressed")
 NAMES = SUMMED + GAUGES
+SETTINGS = ("map_size", "verbosity", "detail", "lru_segmented",
+            "slab_automove", "lru_crawler", "lru_crawler_sleep",
+            "lru_crawler_tocrawl")
+"""The run-time settings every worker takes (``share``, ``settings``)."""
 
 
 class SharedStats:
@@ -38,7 +47,11 @@ class SharedStats:
         self.workers = workers
         self.width = len(NAMES)
         rows = workers + 2                 # + retired + baseline
-        self._map = mmap.mmap(-1, rows * self.width * 8)
+        # then the settings: a generation, a mask of those ever shared,
+        # and a value per setting
+        self.settings_base = rows * self.width
+        self._map = mmap.mmap(-1, (self.settings_base + 2 + len(SETTINGS))
+                              * 8)
         self.view = memoryview(self._map).cast("q")
         self.slot = 0
         self.retired = workers
@@ -68,6 +81,24 @@ class SharedStats:
         base = self.baseline * self.width
         for index, name in enumerate(SUMMED):
             self.view[base + index] += totals[name]
+
+    def share(self, name: str, value: int) -> int:
+        """A run-time setting changed in this worker: the others take it
+        (``settings``). The new generation of the settings."""
+        base, index = self.settings_base, SETTINGS.index(name)
+        self.view[base + 2 + index] = int(value)
+        self.view[base + 1] |= 1 << index
+        self.view[base] += 1             # after the value: readers see it
+        return self.view[base]
+
+    def settings(self) -> tuple[int, dict[str, int]]:
+        """(generation, the settings some worker changed); the others are
+        every worker's own, from the command line."""
+        base = self.settings_base
+        shared = self.view[base + 1]
+        return self.view[base], {name: self.view[base + 2 + index]
+                                 for index, name in enumerate(SETTINGS)
+                                 if shared >> index & 1}
 
     def retire(self, slot: int) -> None:
         """A worker is gone: keep what it counted, drop its gauges."""

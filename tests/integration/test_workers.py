@@ -99,6 +99,35 @@ def test_stats_answer_for_the_whole_daemon(daemon):
     assert int(rows[0]["avc_lookups"]) >= 8
 
 
+def test_run_time_settings_reach_every_worker(daemon):
+    # set on one worker, the daemon's setting: the other takes it too
+    (one, other) = by_worker(daemon.port).values()
+
+    def shown(raw: Raw) -> dict[str, str]:
+        text = raw.call(b"stats settings\r\n", b"END\r\n").decode()
+        rows = dict(line.split(" ", 2)[1:] for line in text.splitlines()
+                    if line.startswith("STAT "))
+        return {name: rows[name] for name in (
+            "maxbytes", "verbosity", "lru_crawler", "lru_crawler_sleep",
+            "lru_segmented", "slab_automove", "detail_enabled")}
+    for line in (b"lru_crawler disable\r\n", b"lru_crawler sleep 7\r\n",
+                 b"cache_memlimit 32\r\n", b"verbosity 1\r\n",
+                 b"lru mode flat\r\n", b"slabs automove 2\r\n",
+                 b"stats detail on\r\n"):
+        assert one.call(line) == b"OK\r\n", line
+    expected = {"maxbytes": str(32 << 20), "verbosity": "1",
+                "lru_crawler": "no", "lru_crawler_sleep": "7",
+                "lru_segmented": "no", "slab_automove": "2",
+                "detail_enabled": "yes"}
+    assert shown(one) == shown(other) == expected
+    # the other worker's crawler is off too: it refuses a crawl
+    assert other.call(b"lru_crawler crawl all\r\n") == \
+        b"CLIENT_ERROR lru crawler disabled\r\n"
+    assert other.call(b"lru_crawler enable\r\n") == b"OK\r\n"
+    assert one.call(b"lru_crawler enable\r\n") == \
+        b"ERROR failed to start lru crawler thread\r\n"
+
+
 def test_cas_values_are_unique_across_workers(daemon):
     conns = list(by_worker(daemon.port).values())
     for round_ in range(50):
