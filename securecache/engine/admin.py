@@ -111,9 +111,22 @@ def tune(op, request: ev.Tune):
             settings.lru_crawler:
         # memcached's answer to starting the crawler that runs
         return ev.Refused("ERROR", "failed to start lru crawler thread")
-    op.engine.set_setting(request.name, request.value)
+    for name, value in SETTINGS_OF.get(request.name, lambda value: {
+            request.name: value})(request.value).items():
+        op.engine.set_setting(name, value)
     return Status.OK
 
+
+SETTINGS_OF = {
+    # lru tune HOT WARM HOT_FACTOR WARM_FACTOR: four settings
+    "lru_tune": lambda values: dict(zip(
+        ("hot_lru_pct", "warm_lru_pct", "hot_max_factor", "warm_max_factor"),
+        values)),
+    # lru temp_ttl TTL: negative turns the temporary LRU off
+    "temp_ttl": lambda ttl: {"temp_lru": False} if ttl < 0 else {
+        "temp_lru": True, "temporary_ttl": ttl},
+}
+"""The settings a ``Tune`` request sets, where they are not its name."""
 
 CRAWLER_DISABLED = ev.ClientError("lru crawler disabled")
 """lru_crawler crawl and metadump after ``lru_crawler disable``."""

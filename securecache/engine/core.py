@@ -43,6 +43,7 @@ from __future__ import annotations
 import itertools
 import logging
 import resource
+import struct
 import time
 from collections import Counter
 
@@ -483,7 +484,8 @@ class Engine:
         self.adopt_settings()               # others' changes first
         self._apply_setting(name, value)
         if self.shared is not None:
-            self.settings_generation = self.shared.share(name, int(value))
+            self.settings_generation = self.shared.share(name,
+                                                         _to_slot(value))
 
     def adopt_settings(self) -> None:
         """Take the settings changed by any worker since we last looked."""
@@ -493,8 +495,13 @@ class Engine:
         if generation == self.settings_generation:
             return
         self.settings_generation = generation
-        for name, value in values.items():
-            self._apply_setting(name, value)
+        for name, slot in values.items():
+            self._apply_setting(name, _from_slot(self._setting(name), slot))
+
+    def _setting(self, name: str):
+        if name == "map_size":
+            return self.storage.map_size
+        return getattr(self if name == "verbosity" else self.tunables, name)
 
     def _apply_setting(self, name: str, value) -> None:
         if name == "map_size":
@@ -503,8 +510,7 @@ class Engine:
         elif name == "verbosity":
             self.verbosity = value
         else:
-            current = getattr(self.tunables, name)
-            setattr(self.tunables, name, type(current)(value))
+            setattr(self.tunables, name, value)
 
     def daemon_totals(self) -> Counter:
         """The numbers of the whole daemon (every worker's, summed)."""
@@ -554,6 +560,24 @@ class Shares:
             self.held[id(session)] = held
             if held > GROUP_SHARE:
                 self.spent_by.add(id(session))
+
+
+def _to_slot(value) -> int:
+    """A setting as the shared page's 64-bit slot holds it (a float by
+    its bits)."""
+    if type(value) is float:
+        return SLOT.unpack(FLOAT.pack(value))[0]
+    return int(value)
+
+
+def _from_slot(current, slot: int):
+    """A slot's setting, of the type of the ``current`` value."""
+    if type(current) is float:
+        return FLOAT.unpack(SLOT.pack(slot))[0]
+    return type(current)(slot)
+
+
+SLOT, FLOAT = struct.Struct("q"), struct.Struct("d")
 
 
 def _merge(into: Effects, other: Effects) -> None:

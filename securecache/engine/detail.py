@@ -28,6 +28,12 @@ class Tunables:
     cas_enabled: bool = True             # -C turns it off
     detail: bool = False                 # stats detail on|off
     lru_segmented: bool = True           # lru mode segmented|flat
+    hot_lru_pct: int = 20                # lru tune (shown: no segments)
+    warm_lru_pct: int = 40
+    hot_max_factor: float = 0.2
+    warm_max_factor: float = 2.0
+    temp_lru: bool = False               # lru temp_ttl (shown)
+    temporary_ttl: int = 61
     slab_automove: int = 1               # slabs automove 0|1|2
     lru_crawler: bool = True             # lru_crawler enable|disable
     lru_crawler_sleep: int = 100         # lru_crawler sleep (us, shown)

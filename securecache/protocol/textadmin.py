@@ -2,8 +2,8 @@
 
 How this works: readers with ``text.READERS``' calling convention
 (``reader(codec, tokens)``) for ``cache_memlimit``, ``lru_crawler crawl |
-metadump | sleep | tocrawl | enable | disable``, ``lru mode``, ``slabs
-automove``, and the ``stats cachedump`` and
+metadump | sleep | tocrawl | enable | disable``, ``lru mode | tune |
+temp_ttl``, ``slabs automove``, and the ``stats cachedump`` and
 ``stats detail`` forms that ``text``'s stats reader hands over
 (``STATS_SPECIAL``). Each returns a typed request from ``events`` or raises
 ``ProtocolError`` with memcached 1.6.18's exact error for that command. The
@@ -31,6 +31,10 @@ DETAIL_USAGE = b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"
 SLEEP_MAX = 1_000_000                  # lru_crawler sleep: microseconds
 TOO_LONG_SLEEP = b"CLIENT_ERROR sleep must be one second or less\r\n"
 _UNSIGNED = re.compile(rb"(\+?[0-9]+|-0+)\Z")   # strtoul's, "-0" its only
+_SIGNED = re.compile(rb"[+-]?[0-9]+\Z")          # strtol's
+_DECIMAL = re.compile(rb"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
+LRU_PCTS = b"ERROR hot and warm pcts must not exceed 80\r\n"
+LRU_FACTORS = b"ERROR hot/warm age factors must be greater than 0\r\n"
 U64 = (1 << 64) - 1                              # negative
 U32 = (1 << 32) - 1
 
@@ -95,10 +99,46 @@ CRAWLER_SETTINGS = {b"sleep": _crawler_sleep, b"tocrawl": _crawler_tocrawl,
 
 
 def _read_lru(codec, tokens):
-    if len(tokens) < 3 or tokens[1] != b"mode" or \
-            tokens[2] not in (b"flat", b"segmented"):
+    """lru mode flat|segmented; tune HOT WARM HOT_FACTOR WARM_FACTOR;
+    temp_ttl TTL (memcached reads what follows no further)."""
+    reader = LRU_SETTINGS.get(tokens[1]) if len(tokens) > 2 else None
+    if reader is None:
+        raise ProtocolError(ERROR)
+    return reader(tokens)
+
+
+def _lru_mode(tokens):
+    if tokens[2] not in (b"flat", b"segmented"):
         raise ProtocolError(ERROR)
     return ev.Tune("lru_segmented", tokens[2] == b"segmented")
+
+
+def _lru_tune(tokens):
+    if len(tokens) < 6:
+        raise ProtocolError(ERROR)
+    hot, warm, hot_factor, warm_factor = tokens[2:6]
+    if not (_UNSIGNED.match(hot) and _UNSIGNED.match(warm) and
+            _DECIMAL.match(hot_factor) and _DECIMAL.match(warm_factor)):
+        raise ProtocolError(ERROR)
+    values = (int(hot) & U32, int(warm) & U32, float(hot_factor),
+              float(warm_factor))
+    if values[0] + values[1] > 80:
+        raise ProtocolError(LRU_PCTS)
+    if values[2] <= 0 or values[3] <= 0:
+        raise ProtocolError(LRU_FACTORS)
+    return ev.Tune("lru_tune", values)
+
+
+def _lru_temp_ttl(tokens):
+    if not _SIGNED.match(tokens[2]):
+        raise ProtocolError(ERROR)
+    # memcached keeps it in a signed 32-bit field; negative: no temp LRU
+    ttl = (int(tokens[2]) + (1 << 31)) % (1 << 32) - (1 << 31)
+    return ev.Tune("temp_ttl", ttl)
+
+
+LRU_SETTINGS = {b"mode": _lru_mode, b"tune": _lru_tune,
+                b"temp_ttl": _lru_temp_ttl}
 
 
 def _read_slabs(codec, tokens):

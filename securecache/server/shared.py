@@ -36,7 +36,8 @@ SUMMED = ("get_hits", "get_misses", "touch_hits", "touch_misses",
 NAMES = SUMMED + GAUGES
 SETTINGS = ("map_size", "verbosity", "detail", "lru_segmented",
             "slab_automove", "lru_crawler", "lru_crawler_sleep",
-            "lru_crawler_tocrawl")
+            "lru_crawler_tocrawl", "hot_lru_pct", "warm_lru_pct",
+            "hot_max_factor", "warm_max_factor", "temp_lru", "temporary_ttl")
 """The run-time settings every worker takes (``share``, ``settings``)."""
 
 

@@ -261,6 +261,24 @@ def test_commands_answer_as_memcached(pair, data):
     same(pair, data)
 
 
+def test_lru_tuning_answers_as_memcached(pair):
+    same(pair, b"lru tune 50 40 0.2 2\r\nlru tune 20 40 0 2\r\n"
+         b"lru tune x 1 1 1\r\nlru temp_ttl x\r\nlru tune 10 30 .5 3 x\r\n"
+         b"lru temp_ttl 99999999999\r\n")
+    names = (b"hot_lru_pct", b"warm_lru_pct", b"hot_max_factor",
+             b"warm_max_factor", b"temp_lru", b"temporary_ttl")
+    rows = []
+    for reply in both(pair, b"stats settings\r\n"):
+        rows.append({line.split(b" ")[1]: line.split(b" ")[2]
+                     for line in reply.split(b"\r\n")
+                     if line.split(b" ")[1:2] and line.split(b" ")[1] in names})
+    assert rows[0] == rows[1] == {
+        b"hot_lru_pct": b"10", b"warm_lru_pct": b"30",
+        b"hot_max_factor": b"0.50", b"warm_max_factor": b"3.00",
+        b"temp_lru": b"yes", b"temporary_ttl": b"1215752191"}
+    same(pair, b"lru tune 20 40 0.2 2.0\r\nlru temp_ttl -1\r\n")
+
+
 def test_the_crawler_settings_answer_as_memcached(pair):
     same(pair, b"lru_crawler sleep 1000001\r\nlru_crawler sleep x\r\n"
          b"lru_crawler sleep -1\r\nlru_crawler sleep 5 x\r\n"

@@ -109,16 +109,17 @@ def test_run_time_settings_reach_every_worker(daemon):
                     if line.startswith("STAT "))
         return {name: rows[name] for name in (
             "maxbytes", "verbosity", "lru_crawler", "lru_crawler_sleep",
-            "lru_segmented", "slab_automove", "detail_enabled")}
+            "lru_segmented", "slab_automove", "detail_enabled",
+            "hot_max_factor")}
     for line in (b"lru_crawler disable\r\n", b"lru_crawler sleep 7\r\n",
                  b"cache_memlimit 32\r\n", b"verbosity 1\r\n",
                  b"lru mode flat\r\n", b"slabs automove 2\r\n",
-                 b"stats detail on\r\n"):
+                 b"stats detail on\r\n", b"lru tune 10 30 0.5 3\r\n"):
         assert one.call(line) == b"OK\r\n", line
     expected = {"maxbytes": str(32 << 20), "verbosity": "1",
                 "lru_crawler": "no", "lru_crawler_sleep": "7",
                 "lru_segmented": "no", "slab_automove": "2",
-                "detail_enabled": "yes"}
+                "detail_enabled": "yes", "hot_max_factor": "0.50"}
     assert shown(one) == shown(other) == expected
     # the other worker's crawler is off too: it refuses a crawl
     assert other.call(b"lru_crawler crawl all\r\n") == \
