@@ -30,20 +30,21 @@ are left out rather than invented. ``E`` (explicit new CAS, memcached >=
 the item size limit becomes an ``Oversized`` request (memcached drops the
 old item whatever the mode); ``me`` does not count as a fetch.
 
-This module imports nothing of ours but ``events`` and ``text``; ``text`` is
-imported at the bottom so that either module may be imported first.
+This module imports nothing of ours but ``events``, ``numbers`` and
+``text``; ``text`` is imported at the bottom so that either module may be
+imported first.
 """
 
 from __future__ import annotations
 
 import binascii
-import re
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 from . import events as ev
 from .events import ProtocolError
+from .numbers import SIGNED, strtoull, uint32
 
 __all__ = ["MetaCodec", "MetaTag", "NEED_DATA", "READERS", "UNSUPPORTED",
            "is_meta", "render"]
@@ -51,8 +52,6 @@ __all__ = ["MetaCodec", "MetaTag", "NEED_DATA", "READERS", "UNSUPPORTED",
 KEY_MAX = 250
 OPAQUE_MAX = 32               # the whole token, 'O' included
 MAX_TOKENS = 19               # command + key (+ datalen) + flags, split
-U32 = (1 << 32) - 1
-U64 = (1 << 64) - 1
 INT_MAX = (1 << 31) - 1
 
 ERROR = b"ERROR\r\n"
@@ -73,7 +72,6 @@ BAD_DELTA = b"CLIENT_ERROR invalid numeric delta value\r\n"
 TOO_LARGE = b"SERVER_ERROR object too large for cache\r\n"
 DENIED = b"CLIENT_ERROR access denied\r\n"
 
-_SIGNED = re.compile(rb"[+-]?[0-9]+\Z")
 
 
 @dataclass(slots=True)
@@ -90,17 +88,10 @@ class MetaTag:
 
 # ------------------------------------------------------------ flag parsing
 def _strtol(arg: bytes) -> int | None:
-    if not _SIGNED.match(arg):
+    if not SIGNED.match(arg):
         return None
     value = int(arg)
     return value if -INT_MAX - 1 <= value <= INT_MAX else None
-
-
-def _strtoull(arg: bytes) -> int | None:
-    if not _SIGNED.match(arg):
-        return None
-    value = int(arg)            # strtoull takes "-0" but no other negative
-    return value if 0 <= value <= U64 else None
 
 
 # Explicit cas values (``E``) are bounded so that the daemon's cas counter,
@@ -109,17 +100,8 @@ MAX_EXPLICIT_CAS = 2**63 - 1
 
 
 def _explicit_cas(arg: bytes) -> int | None:
-    value = _strtoull(arg)
+    value = strtoull(arg)
     return value if value is not None and value <= MAX_EXPLICIT_CAS else None
-
-
-def uint32(arg: bytes) -> int | None:
-    """A 32-bit field as memcached 1.6.18 reads it (client flags in text
-    and meta, the verbosity level): an unsigned 64-bit number (strtoul: a
-    sign allowed, "-0" the only negative), kept mod 2^32; None if it is
-    not one."""
-    value = _strtoull(arg)
-    return None if value is None else value & U32
 
 
 def _mode(arg: bytes) -> int | None:
@@ -134,11 +116,11 @@ FLAG_ARGS: dict[int, tuple[Callable[[bytes], object], bytes]] = {
     ord("T"): (_strtol, BAD_TOKEN),
     ord("R"): (_strtol, BAD_TOKEN),
     ord("F"): (uint32, KEEP),
-    ord("C"): (_strtoull, BAD_TOKEN),
+    ord("C"): (strtoull, BAD_TOKEN),
     ord("E"): (_explicit_cas, BAD_TOKEN),
     ord("M"): (_mode, BAD_M_LENGTH),
-    ord("J"): (_strtoull, BAD_INITIAL),
-    ord("D"): (_strtoull, BAD_DELTA),
+    ord("J"): (strtoull, BAD_INITIAL),
+    ord("D"): (strtoull, BAD_DELTA),
 }
 COMMON_FLAGS = frozenset(b"bNTRlOPLkstcfvhuqFCMJDI")
 KNOWN_FLAGS = {b"mg": COMMON_FLAGS, b"ms": COMMON_FLAGS | {ord("E")},

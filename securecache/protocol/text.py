@@ -36,6 +36,7 @@ from urllib.parse import quote_from_bytes
 
 from . import events as ev
 from .events import NEED_DATA, ProtocolError
+from .numbers import uint32
 
 KEY_MAX = 250
 MAX_LINE = 2048
@@ -589,6 +590,6 @@ WRITERS[ev.WatchEvent] = lambda r, t: _admin.write_watch_event(r)
 
 # Meta commands share the text connection (memcached does the same).
 from .meta import READERS as META_READERS  # noqa: E402
-from .meta import is_meta, render as render_meta, uint32  # noqa: E402
+from .meta import is_meta, render as render_meta  # noqa: E402
 
 READERS.update(META_READERS)

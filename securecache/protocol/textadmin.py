@@ -10,17 +10,17 @@ temp_ttl``, ``slabs automove``, and the ``stats cachedump`` and
 slab class arguments follow memcached's rules (1..63); LMDB keeps every item
 in class 1, which the engine applies.
 
-This module imports nothing of ours but ``events``.
+This module imports nothing of ours but ``events`` and ``numbers``.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Callable
 from urllib.parse import quote_from_bytes
 
 from . import events as ev
 from .events import ProtocolError
+from .numbers import U32, int32, strtod, strtoull, uint32
 
 ERROR = b"ERROR\r\n"
 BAD_FORMAT = b"CLIENT_ERROR bad command line format\r\n"
@@ -30,13 +30,8 @@ NOREPLY = 1                            # as text.NOREPLY
 DETAIL_USAGE = b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"
 SLEEP_MAX = 1_000_000                  # lru_crawler sleep: microseconds
 TOO_LONG_SLEEP = b"CLIENT_ERROR sleep must be one second or less\r\n"
-_UNSIGNED = re.compile(rb"(\+?[0-9]+|-0+)\Z")   # strtoul's, "-0" its only
-_SIGNED = re.compile(rb"[+-]?[0-9]+\Z")          # strtol's
-_DECIMAL = re.compile(rb"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
 LRU_PCTS = b"ERROR hot and warm pcts must not exceed 80\r\n"
 LRU_FACTORS = b"ERROR hot/warm age factors must be greater than 0\r\n"
-U64 = (1 << 64) - 1                              # negative
-U32 = (1 << 32) - 1
 
 
 def _read_memlimit(codec, tokens):
@@ -71,9 +66,10 @@ def _crawler_number(tokens) -> int:
     """``lru_crawler sleep|tocrawl N``: memcached's unsigned number."""
     if len(tokens) != 3:
         raise ProtocolError(ERROR)
-    if not _UNSIGNED.match(tokens[2]) or int(tokens[2]) > U64:
+    value = strtoull(tokens[2])
+    if value is None:
         raise ProtocolError(BAD_FORMAT)
-    return int(tokens[2])
+    return value
 
 
 def _crawler_sleep(tokens):
@@ -116,12 +112,10 @@ def _lru_mode(tokens):
 def _lru_tune(tokens):
     if len(tokens) < 6:
         raise ProtocolError(ERROR)
-    hot, warm, hot_factor, warm_factor = tokens[2:6]
-    if not (_UNSIGNED.match(hot) and _UNSIGNED.match(warm) and
-            _DECIMAL.match(hot_factor) and _DECIMAL.match(warm_factor)):
+    values = tuple(read(token) for read, token in zip(
+        (uint32, uint32, strtod, strtod), tokens[2:6]))
+    if None in values:
         raise ProtocolError(ERROR)
-    values = (int(hot) & U32, int(warm) & U32, float(hot_factor),
-              float(warm_factor))
     if values[0] + values[1] > 80:
         raise ProtocolError(LRU_PCTS)
     if values[2] <= 0 or values[3] <= 0:
@@ -130,10 +124,9 @@ def _lru_tune(tokens):
 
 
 def _lru_temp_ttl(tokens):
-    if not _SIGNED.match(tokens[2]):
+    ttl = int32(tokens[2])              # negative: no temporary LRU
+    if ttl is None:
         raise ProtocolError(ERROR)
-    # memcached keeps it in a signed 32-bit field; negative: no temp LRU
-    ttl = (int(tokens[2]) + (1 << 31)) % (1 << 32) - (1 << 31)
     return ev.Tune("temp_ttl", ttl)
 
 

@@ -182,6 +182,9 @@ ERROR = ("error", b"ERROR\r\n", False)
     (b"lru tune 20 40 0 2\r\n", [("error", b"ERROR hot/warm age factors "
                                     b"must be greater than 0\r\n", False)]),
     (b"lru temp_ttl x\r\n", [ERROR]),
+    # beyond the C types strtoul and strtol read into (memcached: ERANGE)
+    (b"lru tune 18446744073709551616 0 1 1\r\n", [ERROR]),
+    (b"lru temp_ttl 9223372036854775808\r\n", [ERROR]),
     (b"lru temp_ttl\r\n", [ERROR]),
     (b"lru_crawler sleep 5 x\r\n", [ERROR]),
     (b"lru_crawler enable x\r\n", [ERROR]),
